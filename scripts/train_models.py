@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""Train the Blindfold reference models and export them to ONNX.
+
+Reads the CSVs written by scripts/export_data.py and writes, per model,
+models/<name>.onnx and models/<name>.json (the manifest). Models:
+
+  digits-mlp  [batch,64] raw pixels 0..16 -> Linear(64,32) -> ReLU
+              -> Linear(32,10) -> logits
+  digits-cnn  [batch,1,8,8] raw pixels 0..16 -> Conv2d(1,4,3) -> ReLU
+              -> AvgPool2d(2) -> flatten (x.view(x.size(0), -1))
+              -> Dropout(0.1) -> Linear(36,10) -> Softmax
+  cancer-mlp  [batch,30] standardized features -> Linear(30,16) -> ReLU
+              -> Linear(16,2) -> logits
+
+Everything runs on the CPU in float32, single-threaded and with
+deterministic algorithms, and every model reseeds the RNGs before it is
+built, so `--only NAME` gives the same result as a full run and reruns
+give byte-identical ONNX files (with the pinned versions in
+scripts/requirements.txt).
+
+After export each ONNX file is reloaded, checked with onnx.checker and run
+with onnxruntime on the test rows; that accuracy goes into the manifest.
+
+Usage: python3 scripts/train_models.py [--only NAME]
+"""
+
+import argparse
+import csv
+import json
+import os
+import random
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEED = 1234
+OPSET = 13
+SCRIPT = "scripts/train_models.py"
+
+# Index-based splits, inclusive on both ends, in the row order of the CSVs.
+DATASETS = {
+    "digits": {
+        "data": "data/digits.csv",
+        "train": [0, 1346],
+        "test": [1347, 1796],
+        "classes": 10,
+    },
+    "breast-cancer": {
+        "data": "data/breast-cancer.csv",
+        "train": [0, 425],
+        "test": [426, 568],
+        "classes": 2,
+    },
+}
+
+
+# ----------------------------------------------------------------------------
+# Models
+
+
+class DigitsMLP(nn.Module):
+    """R1: a one-hidden-layer perceptron on the raw 64 pixel values."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def logits(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+    def forward(self, x):
+        return self.logits(x)
+
+
+class DigitsCNN(nn.Module):
+    """R2: a tiny convnet on the 8x8 image.
+
+    Kept deliberately small (4 channels) because every conv output costs an
+    encrypted bootstrap. forward() ends in a Softmax so the exported graph has
+    a trailing Softmax node; training uses the logits directly.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, kernel_size=3, stride=1, padding=0)  # 8x8 -> 4x6x6
+        self.pool = nn.AvgPool2d(2)  # 4x6x6 -> 4x3x3
+        self.drop = nn.Dropout(0.1)  # identity in eval mode, so not exported
+        self.fc = nn.Linear(36, 10)
+
+    def logits(self, x):
+        x = self.pool(torch.relu(self.conv(x)))
+        # Flatten with a batch-size-dependent shape: with a dynamic batch axis
+        # this exports as Shape -> Gather -> Unsqueeze -> Concat -> Reshape.
+        x = x.view(x.size(0), -1)
+        return self.fc(self.drop(x))
+
+    def forward(self, x):
+        return torch.softmax(self.logits(x), dim=1)
+
+
+class CancerMLP(nn.Module):
+    """R3: a one-hidden-layer perceptron on the 30 standardized features."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(30, 16)
+        self.fc2 = nn.Linear(16, 2)
+
+    def logits(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+    def forward(self, x):
+        return self.logits(x)
+
+
+# Per-model configuration. Hyperparameters were chosen up front (and checked
+# only for convergence on the training rows), not tuned on the test rows.
+MODELS = {
+    "digits-mlp": {
+        "dataset": "digits",
+        "build": DigitsMLP,
+        "input_shape": [64],
+        "standardize": False,
+        "epochs": 300,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+    },
+    "digits-cnn": {
+        "dataset": "digits",
+        "build": DigitsCNN,
+        "input_shape": [1, 8, 8],
+        "standardize": False,
+        "epochs": 300,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "weight_decay": 1e-4,
+    },
+    "cancer-mlp": {
+        "dataset": "breast-cancer",
+        "build": CancerMLP,
+        "input_shape": [30],
+        "standardize": True,
+        "epochs": 200,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "weight_decay": 1e-3,
+    },
+}
+
+
+# ----------------------------------------------------------------------------
+# Data
+
+
+def load_csv(rel_path):
+    """Return (features float64 [n, d], labels int64 [n]) from a CSV whose last column is the label."""
+    with open(os.path.join(REPO_ROOT, rel_path), newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        assert header[-1] == "label", header
+        rows = list(reader)
+    x = np.array([[float(v) for v in r[:-1]] for r in rows], dtype=np.float64)
+    y = np.array([int(r[-1]) for r in rows], dtype=np.int64)
+    return x, y
+
+
+def split(arr, bounds):
+    lo, hi = bounds
+    return arr[lo : hi + 1]
+
+
+def standardize_params(x_train):
+    """Mean and population (ddof=0) standard deviation of the train rows, in float64."""
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0, ddof=0)
+    assert np.all(std > 0)
+    return mean, std
+
+
+def prepare_inputs(x, spec, prep, dtype):
+    """Apply the manifest's preprocessing to raw float64 features.
+
+    The arithmetic is done in `dtype` (np.float64 is the reference; np.float32
+    is used to check that the result does not depend on it), then the result is
+    cast to float32 and reshaped to [n, *input_shape] as the model expects.
+    """
+    x = x.astype(dtype)
+    if prep["kind"] == "standardize":
+        mean = np.asarray(prep["mean"], dtype=dtype)
+        std = np.asarray(prep["std"], dtype=dtype)
+        x = (x - mean) / std
+    return x.astype(np.float32).reshape([-1] + spec["input_shape"])
+
+
+# ----------------------------------------------------------------------------
+# Training, export, verification
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(model, x, y, spec):
+    """Minibatch Adam on cross-entropy of the logits, with a seeded shuffle."""
+    gen = torch.Generator().manual_seed(SEED)
+    opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
+    loss_fn = nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    n = xt.shape[0]
+    for epoch in range(spec["epochs"]):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in range(0, n, spec["batch_size"]):
+            idx = perm[i : i + spec["batch_size"]]
+            opt.zero_grad()
+            loss = loss_fn(model.logits(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.numel()
+        if (epoch + 1) % 50 == 0 or epoch == 0:
+            model.eval()
+            with torch.no_grad():
+                acc = (model.logits(xt).argmax(1) == yt).float().mean().item()
+            print(f"  epoch {epoch + 1:4d}  loss {total / n:.4f}  train acc {acc:.4f}")
+    model.eval()
+    return model
+
+
+def export_onnx(model, spec, path):
+    dummy = torch.zeros([1] + spec["input_shape"], dtype=torch.float32)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        path,
+        dynamo=False,
+        export_params=True,
+        opset_version=OPSET,
+        do_constant_folding=True,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
+
+
+def onnx_predict(path, x):
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (out,) = sess.run(["logits"], {"input": x})
+    return out.argmax(axis=1)
+
+
+def torch_version():
+    # Drop the local build tag ("+cpu", "+cu124") so manifests do not depend
+    # on which wheel flavour was installed.
+    return torch.__version__.split("+")[0]
+
+
+def format_json(value, indent=0):
+    """Pretty-print JSON, but keep lists of numbers on a single line."""
+    pad = "  " * indent
+    if isinstance(value, dict):
+        items = [f'{pad}  {json.dumps(k)}: {format_json(v, indent + 1)}' for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    if isinstance(value, list):
+        items = [f"{pad}  {format_json(v, indent + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return json.dumps(value)
+
+
+def build_model(name):
+    spec = MODELS[name]
+    ds_name = spec["dataset"]
+    ds = DATASETS[ds_name]
+    print(f"== {name}")
+
+    x, y = load_csv(ds["data"])
+    x_train, y_train = split(x, ds["train"]), split(y, ds["train"])
+    x_test, y_test = split(x, ds["test"]), split(y, ds["test"])
+
+    if spec["standardize"]:
+        mean, std = standardize_params(x_train)
+        prep = {"kind": "standardize", "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    else:
+        prep = {"kind": "none"}
+
+    seed_everything(SEED)
+    model = spec["build"]()
+    train(model, prepare_inputs(x_train, spec, prep, np.float64), y_train, spec)
+
+    onnx_path = os.path.join(REPO_ROOT, "models", f"{name}.onnx")
+    export_onnx(model, spec, onnx_path)
+
+    # Reload and check the exported graph.
+    proto = onnx.load(onnx_path)
+    onnx.checker.check_model(proto, full_check=True)
+    ops = [node.op_type for node in proto.graph.node]
+    print(f"  onnx ops: {', '.join(ops)}")
+    print(f"  onnx size: {os.path.getsize(onnx_path)} bytes")
+
+    # Float accuracy of the exported graph (onnxruntime), preprocessing in float64.
+    x_test64 = prepare_inputs(x_test, spec, prep, np.float64)
+    pred = onnx_predict(onnx_path, x_test64)
+    correct = int((pred == y_test).sum())
+    total = int(y_test.shape[0])
+    print(f"  onnx float32 test accuracy: {correct}/{total} = {correct / total:.4f}")
+
+    # Sensitivity checks (printed only): preprocessing arithmetic in float32,
+    # and the trained torch model evaluated entirely in float64.
+    pred32 = onnx_predict(onnx_path, prepare_inputs(x_test, spec, prep, np.float32))
+    print(
+        f"  preprocessing in float32: {int((pred32 == y_test).sum())}/{total} correct, "
+        f"{int((pred32 != pred).sum())} predictions differ from float64 preprocessing"
+    )
+    with torch.no_grad():
+        model64 = spec["build"]()
+        model64.load_state_dict(model.state_dict())
+        model64 = model64.double().eval()
+        xt64 = x_test.copy()
+        if prep["kind"] == "standardize":
+            xt64 = (xt64 - np.asarray(prep["mean"])) / np.asarray(prep["std"])
+        xt64 = torch.from_numpy(xt64.reshape([-1] + spec["input_shape"]))
+        pred64 = model64(xt64).argmax(1).numpy()
+    print(
+        f"  torch model in float64: {int((pred64 == y_test).sum())}/{total} correct, "
+        f"{int((pred64 != pred).sum())} predictions differ from the float32 ONNX run"
+    )
+
+    manifest = {
+        "name": name,
+        "dataset": ds_name,
+        "data": ds["data"],
+        "train": ds["train"],
+        "test": ds["test"],
+        "input_shape": spec["input_shape"],
+        "classes": ds["classes"],
+        "preprocessing": prep,
+        "float_test_accuracy": correct / total,
+        "float_test_correct": correct,
+        "test_count": total,
+        "opset": OPSET,
+        "exporter": f"torch {torch_version()} torch.onnx.export(dynamo=False)",
+        "seed": SEED,
+        "script": SCRIPT,
+    }
+    json_path = os.path.join(REPO_ROOT, "models", f"{name}.json")
+    with open(json_path, "w", encoding="ascii", newline="") as f:
+        f.write(format_json(manifest) + "\n")
+    print(f"  wrote models/{name}.onnx, models/{name}.json")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(MODELS), help="train and export just this model")
+    args = parser.parse_args()
+
+    # CPU only, one thread, deterministic kernels: reproducible bit for bit.
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    os.makedirs(os.path.join(REPO_ROOT, "models"), exist_ok=True)
+
+    for name in MODELS:
+        if args.only is None or args.only == name:
+            build_model(name)
+
+
+if __name__ == "__main__":
+    main()
