@@ -1,0 +1,338 @@
+//! Compilation: a [`QuantizedNet`] becomes a [`Circuit`] — the versioned
+//! artifact both evaluators execute.
+//!
+//! Encoding (ours; the security parameters are tfhe-rs's): with accumulator
+//! window `p` bits, every value travels on the 64-bit torus as a multiple of
+//! `Δ = 2^(63-p)`, so the top bit is padding and values live modulo
+//! `2^(p+1)`. Neuron `j`'s accumulator `a_j = Σ w·x + c_j` is shifted by the
+//! offset `-lo_j` (the bottom of its calibrated range minus the margin), so
+//! that in normal operation `m_j = a_j - lo_j ∈ [0, 2^p)` and no negative
+//! value relies on the padding bit. One programmable bootstrap then maps
+//! `m_j` through a table `T_j` that fuses the activation and the
+//! requantization to the next layer's input. The bootstrap's modulus switch
+//! to `2N` drops every bit below the `p+1` encoded ones, so the low-order
+//! noise bits are rounded away by the bootstrap itself.
+//!
+//! Out-of-window accumulators (inputs unlike anything in the calibration
+//! set) are not silently clipped: both evaluators compute the negacyclic
+//! result the torus gives, `-T_j[m - 2^p]` for `m ∈ [2^p, 2^(p+1))`, so the
+//! clear evaluator stays bit-exact with the encrypted one.
+
+pub mod report;
+
+use serde::{Deserialize, Serialize};
+
+pub use report::{LayerReport, Report};
+
+use crate::data::Preprocessing;
+use crate::params::ParamSet;
+use crate::quant::{QuantConfig, QuantizedNet};
+use crate::{Error, Result};
+
+/// Format version of the serialized [`Circuit`].
+pub const CIRCUIT_FORMAT_VERSION: u32 = 1;
+
+/// Client-side input description: preprocessing then affine quantization.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    pub shape: Vec<usize>,
+    pub bits: u32,
+    pub scale: Vec<f64>,
+    pub zero_point: Vec<i64>,
+    pub preprocessing: Preprocessing,
+}
+
+impl InputSpec {
+    pub fn len(&self) -> usize {
+        self.scale.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scale.is_empty()
+    }
+
+    /// Raw features → quantized integers in `[0, 2^bits)`.
+    pub fn quantize(&self, raw: &[f64]) -> Result<Vec<i64>> {
+        if raw.len() != self.len() {
+            return Err(Error::InputLength {
+                expected: self.len(),
+                got: raw.len(),
+            });
+        }
+        let x = self.preprocessing.apply(raw)?;
+        let max = (1i64 << self.bits) - 1;
+        Ok(x.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let q = (v / self.scale[i]).round() + self.zero_point[i] as f64;
+                if q.is_nan() {
+                    0
+                } else {
+                    (q.max(0.0) as i64).min(max)
+                }
+            })
+            .collect())
+    }
+}
+
+/// One layer: a dot product per neuron, then one bootstrap per neuron.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CircuitLayer {
+    pub label: String,
+    pub in_len: usize,
+    pub out_len: usize,
+    /// Row-major integer weights `[out][in]` (cleartext, server side).
+    pub weight: Vec<i64>,
+    /// Per neuron: accumulator constant minus the window bottom, so the
+    /// bootstrap input is `m = Σ w·x + offset`.
+    pub offset: Vec<i64>,
+    /// Per neuron: `2^p` table entries (in output units).
+    pub lut: Vec<Vec<i64>>,
+    /// Bits of the values the tables produce.
+    pub lut_output_bits: u32,
+    /// Whether the dot product's inputs are bootstrap outputs under the big
+    /// key (then keyswitched before bootstrapping) or the client's fresh
+    /// small-key encryptions (first layer: no keyswitch).
+    pub keyswitch: bool,
+    pub is_output: bool,
+}
+
+impl CircuitLayer {
+    pub fn row(&self, j: usize) -> &[i64] {
+        &self.weight[j * self.in_len..(j + 1) * self.in_len]
+    }
+
+    /// Squared 2-norm of neuron `j`'s weights.
+    pub fn norm2_sq(&self, j: usize) -> f64 {
+        self.row(j).iter().map(|w| (w * w) as f64).sum()
+    }
+}
+
+/// A compiled model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Circuit {
+    pub format_version: u32,
+    pub name: String,
+    pub params: ParamSet,
+    /// `p`: accumulator window bits; values travel modulo `2^(p+1)`.
+    pub precision_bits: u32,
+    /// Bits of the requantized logits; outputs travel modulo `2^(output_bits+1)`.
+    pub output_bits: u32,
+    pub input: InputSpec,
+    pub layers: Vec<CircuitLayer>,
+    pub classes: usize,
+    /// Logit `k ≈ output_scale·(y_k - output_zero_point)`.
+    pub output_scale: f64,
+    pub output_zero_point: i64,
+    /// The graph ended in Softmax, dropped here: argmax of logits is the
+    /// argmax of probabilities.
+    pub dropped_softmax: bool,
+    pub quant_config: QuantConfig,
+    pub report: Report,
+}
+
+/// Compiler options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompileOptions {
+    pub params: ParamSet,
+    pub quant: QuantConfig,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        Self {
+            params: ParamSet::Message2Carry2,
+            quant: QuantConfig::default(),
+        }
+    }
+}
+
+impl Circuit {
+    pub fn window(&self) -> i64 {
+        1i64 << self.precision_bits
+    }
+
+    /// Modulus (in units of Δ) of the values a layer outputs.
+    pub fn layer_modulus(&self, layer: usize) -> i64 {
+        if self.layers[layer].is_output {
+            1i64 << (self.output_bits + 1)
+        } else {
+            1i64 << (self.precision_bits + 1)
+        }
+    }
+
+    pub fn pbs_per_inference(&self) -> usize {
+        self.layers.iter().map(|l| l.out_len).sum()
+    }
+
+    pub fn ks_per_inference(&self) -> usize {
+        self.layers.iter().filter(|l| l.keyswitch).map(|l| l.out_len).sum()
+    }
+
+    /// Decoded logits (signed output values times the output scale).
+    pub fn decode_output(&self, out: &[i64]) -> Vec<f64> {
+        let modulus = 1i64 << (self.output_bits + 1);
+        out.iter()
+            .map(|v| {
+                let v = v.rem_euclid(modulus);
+                let signed = if v >= modulus / 2 { v - modulus } else { v };
+                self.output_scale * (signed - self.output_zero_point) as f64
+            })
+            .collect()
+    }
+
+    /// Predicted class for a (decrypted or clear) output vector.
+    pub fn predict_class(&self, out: &[i64]) -> usize {
+        crate::data::argmax(&self.decode_output(out))
+    }
+
+    /// Structural checks on a circuit loaded from bytes.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Artifact(m));
+        if self.format_version != CIRCUIT_FORMAT_VERSION {
+            return bad(format!(
+                "circuit format version {} is not supported (this build reads {})",
+                self.format_version, CIRCUIT_FORMAT_VERSION
+            ));
+        }
+        let n = self.params.polynomial_size() as u64;
+        if self.precision_bits == 0 || (1u64 << self.precision_bits) > n {
+            return bad(format!(
+                "precision {} bits does not fit a {}-coefficient lookup table",
+                self.precision_bits, n
+            ));
+        }
+        if self.output_bits == 0 || self.output_bits > 20 {
+            return bad(format!("output_bits {} out of range", self.output_bits));
+        }
+        if self.layers.is_empty() {
+            return bad("circuit has no layers".into());
+        }
+        let mut expected_in = self.input.len();
+        for (i, l) in self.layers.iter().enumerate() {
+            if l.in_len != expected_in
+                || l.weight.len() != l.in_len * l.out_len
+                || l.offset.len() != l.out_len
+                || l.lut.len() != l.out_len
+                || l.lut.iter().any(|t| t.len() as i64 != self.window())
+            {
+                return bad(format!("layer {i} has inconsistent sizes"));
+            }
+            if l.is_output != (i + 1 == self.layers.len()) || l.keyswitch != (i > 0) {
+                return bad(format!("layer {i} has inconsistent flags"));
+            }
+            expected_in = l.out_len;
+        }
+        if expected_in != self.classes {
+            return bad("output size differs from the class count".into());
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string(self).map_err(|e| Error::Artifact(e.to_string()))
+    }
+
+    pub fn from_json(text: &str) -> Result<Self> {
+        let c: Circuit = serde_json::from_str(text).map_err(|e| Error::Artifact(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let text = self.to_json()?;
+        std::fs::write(path, text).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = crate::data::read_limited(path, 256 << 20)?;
+        Self::from_json(&text)
+    }
+}
+
+/// Compiles a quantized network. `calibration` are the quantized calibration
+/// inputs; they give each bootstrap's input distribution for the failure
+/// report.
+pub fn compile(
+    name: &str,
+    qnet: &QuantizedNet,
+    preprocessing: Preprocessing,
+    params: ParamSet,
+    calibration: &[Vec<i64>],
+) -> Result<Circuit> {
+    let p = qnet.config.accumulator_bits;
+    let n = params.polynomial_size() as u64;
+    if (1u64 << p) > n {
+        return Err(Error::Compile(format!(
+            "a {p}-bit accumulator needs a lookup table of {} entries, more than N = {n} of {}",
+            1u64 << p,
+            params.name()
+        )));
+    }
+    let window = 1i64 << p;
+    let margin = qnet.config.margin as i64;
+    let mut layers = Vec::with_capacity(qnet.stages.len());
+    for (l, s) in qnet.stages.iter().enumerate() {
+        let mut offset = Vec::with_capacity(s.out_len);
+        let mut lut = Vec::with_capacity(s.out_len);
+        for j in 0..s.out_len {
+            let lo = s.acc_min[j] - margin;
+            if s.acc_max[j] + margin - lo >= window {
+                return Err(Error::Compile(format!(
+                    "layer {l} neuron {j}: calibrated accumulator range [{}, {}] does not fit {p} bits",
+                    s.acc_min[j], s.acc_max[j]
+                )));
+            }
+            offset.push(s.bias[j] - lo);
+            lut.push((0..window).map(|m| s.requantize(j, m + lo)).collect());
+        }
+        if !s.is_output && s.out.bits > p {
+            return Err(Error::Compile(format!(
+                "layer {l}: {}-bit activations exceed the {p}-bit encoding",
+                s.out.bits
+            )));
+        }
+        layers.push(crate::compile::CircuitLayer {
+            label: s.label.clone(),
+            in_len: s.in_len,
+            out_len: s.out_len,
+            weight: s.weight.clone(),
+            offset,
+            lut,
+            lut_output_bits: s.out.bits,
+            keyswitch: l > 0,
+            is_output: s.is_output,
+        });
+    }
+    let last = qnet
+        .stages
+        .last()
+        .ok_or_else(|| Error::Compile("empty network".into()))?;
+    let mut circuit = Circuit {
+        format_version: CIRCUIT_FORMAT_VERSION,
+        name: name.to_string(),
+        params,
+        precision_bits: p,
+        output_bits: qnet.config.output_bits,
+        input: InputSpec {
+            shape: qnet.input_shape.clone(),
+            bits: qnet.input.bits,
+            scale: qnet.input.scale.clone(),
+            zero_point: qnet.input.zero_point.clone(),
+            preprocessing,
+        },
+        layers,
+        classes: last.out_len,
+        output_scale: last.out.scale[0],
+        output_zero_point: last.out.zero_point[0],
+        dropped_softmax: qnet.dropped_softmax,
+        quant_config: qnet.config.clone(),
+        report: Report::default(),
+    };
+    circuit.validate()?;
+    circuit.report = report::build(&circuit, calibration)?;
+    Ok(circuit)
+}

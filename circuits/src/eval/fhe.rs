@@ -1,0 +1,595 @@
+//! The FHE evaluator: the circuit on tfhe-rs LWE ciphertexts.
+//!
+//! * Client side ([`ClientKey`]): binary small LWE key and GLWE key from a
+//!   vetted parameter set; inputs are encrypted under the small key as a
+//!   seeded (compressed) list — one 8-byte body per feature plus one seed.
+//! * Only the [`CompressedEvaluationKey`] (seeded bootstrap and keyswitch
+//!   keys) leaves the client; the evaluating side decompresses it into an
+//!   [`EvaluationKey`] (Fourier bootstrap key + keyswitch key).
+//! * Server side ([`FheEvaluator`]): per layer, each neuron's dot product
+//!   with cleartext integer weights (no bootstrap), plus its offset as a
+//!   plaintext; then (after the first layer) a keyswitch to the small key,
+//!   the centered-mean modulus switch, and a blind rotation of the neuron's
+//!   table with sample extraction — all neurons of a layer in parallel
+//!   (rayon). Outputs are bootstrap outputs under the big key.
+
+use serde::{Deserialize, Serialize};
+use tfhe::core_crypto::prelude::*;
+
+use crate::compile::Circuit;
+use crate::params::ParamSet;
+use crate::{Error, Result};
+
+/// Version tag of every serialized key and ciphertext blob.
+pub const BLOB_FORMAT_VERSION: u32 = 1;
+
+/// The client's secret keys. Never leaves the client.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ClientKey {
+    pub params: ParamSet,
+    small: LweSecretKeyOwned<u64>,
+    glwe: GlweSecretKeyOwned<u64>,
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientKey")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Evaluation keys in compressed (seeded) form: what travels to the server.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CompressedEvaluationKey {
+    pub params: ParamSet,
+    bsk: SeededLweBootstrapKeyOwned<u64>,
+    ksk: SeededLweKeyswitchKeyOwned<u64>,
+}
+
+/// Evaluation keys ready to compute with (server memory).
+pub struct EvaluationKey {
+    pub params: ParamSet,
+    fourier_bsk: FourierLweBootstrapKeyOwned,
+    ksk: LweKeyswitchKeyOwned<u64>,
+}
+
+/// Encrypted, quantized model input (seeded list under the small key).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EncryptedInput {
+    pub params: ParamSet,
+    pub precision_bits: u32,
+    cts: SeededLweCiphertextListOwned<u64>,
+}
+
+/// Encrypted outputs (bootstrap outputs under the big key).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EncryptedOutput {
+    pub params: ParamSet,
+    pub output_bits: u32,
+    cts: LweCiphertextListOwned<u64>,
+}
+
+fn delta(bits: u32) -> u64 {
+    1u64 << (63 - bits)
+}
+
+impl ClientKey {
+    /// Generates fresh secret keys with the OS-seeded CSPRNG.
+    pub fn generate(params: ParamSet) -> Self {
+        let p = params.tfhe();
+        let mut boxed = new_seeder();
+        let seeder = boxed.as_mut();
+        let mut secret = SecretRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed());
+        let small = LweSecretKey::generate_new_binary(p.lwe_dimension, &mut secret);
+        let glwe = GlweSecretKey::generate_new_binary(p.glwe_dimension, p.polynomial_size, &mut secret);
+        Self { params, small, glwe }
+    }
+
+    /// Generates the seeded bootstrap and keyswitch keys (the slow part of
+    /// key generation; parallel).
+    pub fn evaluation_key(&self) -> CompressedEvaluationKey {
+        let p = self.params.tfhe();
+        let mut boxed = new_seeder();
+        let seeder = boxed.as_mut();
+        let bsk = par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
+            &self.small,
+            &self.glwe,
+            p.pbs_base_log,
+            p.pbs_level,
+            p.glwe_noise_distribution,
+            p.ciphertext_modulus,
+            seeder,
+        );
+        let big = self.glwe.as_lwe_secret_key();
+        let ksk = allocate_and_generate_new_seeded_lwe_keyswitch_key(
+            &big,
+            &self.small,
+            p.ks_base_log,
+            p.ks_level,
+            p.lwe_noise_distribution,
+            p.ciphertext_modulus,
+            seeder,
+        );
+        CompressedEvaluationKey {
+            params: self.params,
+            bsk,
+            ksk,
+        }
+    }
+
+    /// Encrypts quantized inputs (each in `[0, 2^input_bits)`) for `circuit`.
+    pub fn encrypt(&self, circuit: &Circuit, q: &[i64]) -> Result<EncryptedInput> {
+        self.check_params(circuit)?;
+        if q.len() != circuit.input.len() {
+            return Err(Error::InputLength {
+                expected: circuit.input.len(),
+                got: q.len(),
+            });
+        }
+        let max = 1i64 << circuit.input.bits;
+        if let Some(v) = q.iter().find(|v| **v < 0 || **v >= max) {
+            return Err(Error::Eval(format!("quantized input {v} outside [0, {max})")));
+        }
+        let p = self.params.tfhe();
+        let d = delta(circuit.precision_bits);
+        let encoded = PlaintextList::from_container(q.iter().map(|v| (*v as u64) * d).collect::<Vec<_>>());
+        let mut boxed = new_seeder();
+        let seeder = boxed.as_mut();
+        let mut cts = SeededLweCiphertextList::new(
+            0u64,
+            p.lwe_dimension.to_lwe_size(),
+            LweCiphertextCount(q.len()),
+            seeder.seed().into(),
+            p.ciphertext_modulus,
+        );
+        encrypt_seeded_lwe_ciphertext_list(&self.small, &mut cts, &encoded, p.lwe_noise_distribution, seeder);
+        Ok(EncryptedInput {
+            params: self.params,
+            precision_bits: circuit.precision_bits,
+            cts,
+        })
+    }
+
+    /// Decrypts outputs to integers modulo `2^(output_bits+1)`, the same
+    /// representation the clear evaluator returns.
+    pub fn decrypt(&self, circuit: &Circuit, out: &EncryptedOutput) -> Result<Vec<i64>> {
+        self.check_params(circuit)?;
+        if out.cts.lwe_ciphertext_count().0 != circuit.classes || out.output_bits != circuit.output_bits {
+            return Err(Error::Eval("encrypted output does not match the circuit".into()));
+        }
+        Ok(self.decrypt_raw(&out.cts, circuit.output_bits))
+    }
+
+    fn decrypt_raw(&self, cts: &LweCiphertextListOwned<u64>, bits: u32) -> Vec<i64> {
+        let big = self.glwe.as_lwe_secret_key();
+        let d = delta(bits);
+        let modulus = 1u64 << (bits + 1);
+        cts.iter()
+            .map(|ct| {
+                let phase = decrypt_lwe_ciphertext(&big, &ct).0;
+                (phase.wrapping_add(d / 2) / d % modulus) as i64
+            })
+            .collect()
+    }
+
+    fn check_params(&self, circuit: &Circuit) -> Result<()> {
+        if circuit.params != self.params {
+            return Err(Error::Eval(format!(
+                "key is for {}, circuit uses {}",
+                self.params.name(),
+                circuit.params.name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Test and diagnostics helper: encrypts raw torus values under the big
+    /// key (as a bootstrap output would be).
+    pub fn encrypt_big_raw(&self, values: &[u64]) -> LweCiphertextListOwned<u64> {
+        let p = self.params.tfhe();
+        let mut boxed = new_seeder();
+        let seeder = boxed.as_mut();
+        let mut gen = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
+        let big = self.glwe.as_lwe_secret_key();
+        let mut list = LweCiphertextList::new(
+            0u64,
+            big.lwe_dimension().to_lwe_size(),
+            LweCiphertextCount(values.len()),
+            p.ciphertext_modulus,
+        );
+        let pt = PlaintextList::from_container(values.to_vec());
+        encrypt_lwe_ciphertext_list(&big, &mut list, &pt, p.glwe_noise_distribution, &mut gen);
+        list
+    }
+
+    /// Test and diagnostics helper: phases of big-key ciphertexts.
+    pub fn decrypt_big_raw(&self, cts: &LweCiphertextListOwned<u64>) -> Vec<u64> {
+        let big = self.glwe.as_lwe_secret_key();
+        cts.iter().map(|ct| decrypt_lwe_ciphertext(&big, &ct).0).collect()
+    }
+}
+
+impl CompressedEvaluationKey {
+    /// Decompresses into server-side keys (bootstrap key to the Fourier domain).
+    pub fn decompress(&self) -> EvaluationKey {
+        let bsk = self.bsk.clone().par_decompress_into_lwe_bootstrap_key();
+        let mut fourier_bsk = FourierLweBootstrapKey::new(
+            bsk.input_lwe_dimension(),
+            bsk.glwe_size(),
+            bsk.polynomial_size(),
+            bsk.decomposition_base_log(),
+            bsk.decomposition_level_count(),
+        );
+        par_convert_standard_lwe_bootstrap_key_to_fourier(&bsk, &mut fourier_bsk);
+        let ksk = self.ksk.clone().par_decompress_into_lwe_keyswitch_key();
+        EvaluationKey {
+            params: self.params,
+            fourier_bsk,
+            ksk,
+        }
+    }
+
+    /// Checks the key's dimensions against its declared parameter set.
+    pub fn check_conformance(&self) -> Result<()> {
+        let p = self.params.tfhe();
+        let bsk_ok = self.bsk.input_lwe_dimension() == p.lwe_dimension
+            && self.bsk.glwe_size() == p.glwe_dimension.to_glwe_size()
+            && self.bsk.polynomial_size() == p.polynomial_size
+            && self.bsk.decomposition_base_log() == p.pbs_base_log
+            && self.bsk.decomposition_level_count() == p.pbs_level
+            && self.bsk.ciphertext_modulus() == p.ciphertext_modulus;
+        let ksk_ok = self.ksk.input_key_lwe_dimension().0 == self.params.big_lwe_dimension()
+            && self.ksk.output_key_lwe_dimension() == p.lwe_dimension
+            && self.ksk.decomposition_base_log() == p.ks_base_log
+            && self.ksk.decomposition_level_count() == p.ks_level
+            && self.ksk.ciphertext_modulus() == p.ciphertext_modulus;
+        if bsk_ok && ksk_ok {
+            Ok(())
+        } else {
+            Err(Error::Eval(format!(
+                "evaluation key does not conform to {}",
+                self.params.name()
+            )))
+        }
+    }
+}
+
+impl EncryptedInput {
+    pub fn len(&self) -> usize {
+        self.cts.lwe_ciphertext_count().0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Serialization with a version tag and a size limit.
+pub trait Blob: Serialize + for<'de> Deserialize<'de> {
+    const KIND: &'static str;
+
+    fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        out.extend_from_slice(b"BFLD");
+        out.extend_from_slice(&BLOB_FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(Self::KIND.len() as u32).to_le_bytes());
+        out.extend_from_slice(Self::KIND.as_bytes());
+        bincode::serialize_into(&mut out, self).map_err(|e| Error::Artifact(e.to_string()))?;
+        Ok(out)
+    }
+
+    fn from_bytes(bytes: &[u8], limit: u64) -> Result<Self> {
+        use bincode::Options;
+        let bad = |m: String| Error::Artifact(format!("{}: {m}", Self::KIND));
+        if bytes.len() as u64 > limit {
+            return Err(bad(format!("{} bytes exceed the {limit}-byte limit", bytes.len())));
+        }
+        if bytes.len() < 12 || &bytes[..4] != b"BFLD" {
+            return Err(bad("not a Blindfold blob".into()));
+        }
+        let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        if version != BLOB_FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {version} is not supported (expected {BLOB_FORMAT_VERSION})"
+            )));
+        }
+        let kind_len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+        let rest = &bytes[12..];
+        if kind_len > 64 || rest.len() < kind_len || &rest[..kind_len] != Self::KIND.as_bytes() {
+            return Err(bad("wrong blob kind".into()));
+        }
+        bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .with_limit(limit)
+            .deserialize(&rest[kind_len..])
+            .map_err(|e| bad(e.to_string()))
+    }
+}
+
+impl Blob for ClientKey {
+    const KIND: &'static str = "client-key";
+}
+impl Blob for CompressedEvaluationKey {
+    const KIND: &'static str = "compressed-evaluation-key";
+}
+impl Blob for EncryptedInput {
+    const KIND: &'static str = "encrypted-input";
+}
+impl Blob for EncryptedOutput {
+    const KIND: &'static str = "encrypted-output";
+}
+
+/// Server-side evaluator of one circuit under one evaluation key.
+pub struct FheEvaluator<'a> {
+    circuit: &'a Circuit,
+    key: &'a EvaluationKey,
+    /// One trivially-encrypted GLWE table per neuron per layer.
+    luts: Vec<Vec<GlweCiphertextOwned<u64>>>,
+}
+
+/// Timings of one encrypted evaluation.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EvalStats {
+    pub bootstraps: usize,
+    pub keyswitches: usize,
+    pub seconds: f64,
+}
+
+impl<'a> FheEvaluator<'a> {
+    pub fn new(circuit: &'a Circuit, key: &'a EvaluationKey) -> Result<Self> {
+        if key.params != circuit.params {
+            return Err(Error::Eval(format!(
+                "evaluation key is for {}, circuit uses {}",
+                key.params.name(),
+                circuit.params.name()
+            )));
+        }
+        let p = circuit.params.tfhe();
+        let n = p.polynomial_size.0;
+        let window = circuit.window() as usize;
+        let box_size = n / window;
+        let luts = circuit
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(li, layer)| {
+                let out_bits = if layer.is_output {
+                    circuit.output_bits
+                } else {
+                    circuit.precision_bits
+                };
+                let d = delta(out_bits);
+                let _ = li;
+                layer
+                    .lut
+                    .iter()
+                    .map(|table| {
+                        let mut glwe =
+                            GlweCiphertext::new(0u64, p.glwe_dimension.to_glwe_size(), p.polynomial_size, p.ciphertext_modulus);
+                        let mut body = glwe.get_mut_body();
+                        let poly = body.as_mut();
+                        for (c, coef) in poly.iter_mut().enumerate() {
+                            // coefficient c holds the value for m = round(c / box)
+                            let m = (c + box_size / 2) / box_size;
+                            *coef = if m < window {
+                                (table[m] as u64).wrapping_mul(d)
+                            } else {
+                                // m = 2^p: the negacyclic image of m = 0
+                                (table[0] as u64).wrapping_mul(d).wrapping_neg()
+                            };
+                        }
+                        glwe
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Self { circuit, key, luts })
+    }
+
+    /// Checks an encrypted input against the circuit and parameter set.
+    pub fn check_input(&self, input: &EncryptedInput) -> Result<()> {
+        let p = self.circuit.params.tfhe();
+        if input.params != self.circuit.params
+            || input.precision_bits != self.circuit.precision_bits
+            || input.cts.lwe_size() != p.lwe_dimension.to_lwe_size()
+            || input.cts.ciphertext_modulus() != p.ciphertext_modulus
+        {
+            return Err(Error::Eval(format!(
+                "encrypted input does not conform to {} with a {}-bit encoding",
+                self.circuit.params.name(),
+                self.circuit.precision_bits
+            )));
+        }
+        if input.len() != self.circuit.input.len() {
+            return Err(Error::InputLength {
+                expected: self.circuit.input.len(),
+                got: input.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Evaluates the circuit on an encrypted input.
+    pub fn evaluate(&self, input: &EncryptedInput) -> Result<(EncryptedOutput, EvalStats)> {
+        use rayon::prelude::*;
+        self.check_input(input)?;
+        let start = std::time::Instant::now();
+        let p = self.circuit.params.tfhe();
+        let log_2n = CiphertextModulusLog(p.polynomial_size.0.trailing_zeros() as usize + 1);
+        let big_size = LweDimension(self.circuit.params.big_lwe_dimension()).to_lwe_size();
+        let d_in = delta(self.circuit.precision_bits);
+        let mut current: LweCiphertextListOwned<u64> = input.cts.clone().decompress_into_lwe_ciphertext_list();
+        let mut stats = EvalStats::default();
+        for (li, layer) in self.circuit.layers.iter().enumerate() {
+            let in_size = current.lwe_size().0;
+            let inputs = current.as_ref();
+            let fourier = &self.key.fourier_bsk;
+            let ksk = &self.key.ksk;
+            let luts = &self.luts[li];
+            let outputs: Vec<Vec<u64>> = (0..layer.out_len)
+                .into_par_iter()
+                .map_init(
+                    || {
+                        let fft = Fft::new(p.polynomial_size);
+                        let mut buffers = ComputationBuffers::new();
+                        buffers.resize(
+                            blind_rotate_assign_mem_optimized_requirement::<u64>(
+                                p.glwe_dimension.to_glwe_size(),
+                                p.polynomial_size,
+                                fft.as_view(),
+                            )
+                            .unaligned_bytes_required(),
+                        );
+                        (fft, buffers)
+                    },
+                    |(fft, buffers), j| {
+                        // dot product with cleartext weights
+                        let mut acc = vec![0u64; in_size];
+                        for (i, w) in layer.row(j).iter().enumerate() {
+                            if *w == 0 {
+                                continue;
+                            }
+                            let w = *w as u64;
+                            let ct = &inputs[i * in_size..(i + 1) * in_size];
+                            for (a, c) in acc.iter_mut().zip(ct) {
+                                *a = a.wrapping_add(c.wrapping_mul(w));
+                            }
+                        }
+                        let body = in_size - 1;
+                        acc[body] = acc[body].wrapping_add((layer.offset[j] as u64).wrapping_mul(d_in));
+                        let acc = LweCiphertext::from_container(acc, p.ciphertext_modulus);
+                        let small = if layer.keyswitch {
+                            let mut small = LweCiphertext::new(0u64, p.lwe_dimension.to_lwe_size(), p.ciphertext_modulus);
+                            keyswitch_lwe_ciphertext(ksk, &acc, &mut small);
+                            small
+                        } else {
+                            acc
+                        };
+                        let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(small.as_view(), log_2n);
+                        let mut rotated = luts[j].clone();
+                        blind_rotate_assign_mem_optimized(&msed, &mut rotated, fourier, fft.as_view(), buffers.stack());
+                        let mut out = LweCiphertext::new(0u64, big_size, p.ciphertext_modulus);
+                        extract_lwe_sample_from_glwe_ciphertext(&rotated, &mut out, MonomialDegree(0));
+                        out.into_container()
+                    },
+                )
+                .collect();
+            stats.bootstraps += layer.out_len;
+            if layer.keyswitch {
+                stats.keyswitches += layer.out_len;
+            }
+            let flat: Vec<u64> = outputs.into_iter().flatten().collect();
+            current = LweCiphertextList::from_container(flat, big_size, p.ciphertext_modulus);
+        }
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok((
+            EncryptedOutput {
+                params: self.circuit.params,
+                output_bits: self.circuit.output_bits,
+                cts: current,
+            },
+            stats,
+        ))
+    }
+}
+
+/// Times one keyswitch and one bootstrap (single thread) with `key`, on
+/// dummy ciphertexts: the unit of the PBS floor.
+pub fn time_primitives(key: &EvaluationKey, reps: usize) -> (f64, f64) {
+    let p = key.params.tfhe();
+    let big_size = LweDimension(key.params.big_lwe_dimension()).to_lwe_size();
+    let log_2n = CiphertextModulusLog(p.polynomial_size.0.trailing_zeros() as usize + 1);
+    let fft = Fft::new(p.polynomial_size);
+    let mut buffers = ComputationBuffers::new();
+    buffers.resize(
+        blind_rotate_assign_mem_optimized_requirement::<u64>(p.glwe_dimension.to_glwe_size(), p.polynomial_size, fft.as_view())
+            .unaligned_bytes_required(),
+    );
+    let lut = GlweCiphertext::new(0u64, p.glwe_dimension.to_glwe_size(), p.polynomial_size, p.ciphertext_modulus);
+    let mut big = LweCiphertext::new(0u64, big_size, p.ciphertext_modulus);
+    for (i, v) in big.as_mut().iter_mut().enumerate() {
+        *v = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    let mut small = LweCiphertext::new(0u64, p.lwe_dimension.to_lwe_size(), p.ciphertext_modulus);
+    let mut out = LweCiphertext::new(0u64, big_size, p.ciphertext_modulus);
+    let reps = reps.max(1);
+    let mut ks = 0.0;
+    let mut pbs = 0.0;
+    for _ in 0..reps {
+        let t = std::time::Instant::now();
+        keyswitch_lwe_ciphertext(&key.ksk, &big, &mut small);
+        ks += t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(small.as_view(), log_2n);
+        let mut rotated = lut.clone();
+        blind_rotate_assign_mem_optimized(&msed, &mut rotated, &key.fourier_bsk, fft.as_view(), buffers.stack());
+        extract_lwe_sample_from_glwe_ciphertext(&rotated, &mut out, MonomialDegree(0));
+        pbs += t.elapsed().as_secs_f64();
+    }
+    (ks / reps as f64, pbs / reps as f64)
+}
+
+/// Runs a single keyswitch + bootstrap of `table` (2^precision entries,
+/// outputs at `out_bits` precision) on each big-key ciphertext: used to
+/// measure the bootstrap failure rate against the model.
+pub fn bootstrap_big_list(
+    key: &EvaluationKey,
+    precision_bits: u32,
+    out_bits: u32,
+    table: &[i64],
+    cts: &LweCiphertextListOwned<u64>,
+) -> LweCiphertextListOwned<u64> {
+    use rayon::prelude::*;
+    let p = key.params.tfhe();
+    let n = p.polynomial_size.0;
+    let window = 1usize << precision_bits;
+    let box_size = n / window;
+    let d = delta(out_bits);
+    let mut lut = GlweCiphertext::new(0u64, p.glwe_dimension.to_glwe_size(), p.polynomial_size, p.ciphertext_modulus);
+    {
+        let mut body = lut.get_mut_body();
+        for (c, coef) in body.as_mut().iter_mut().enumerate() {
+            let m = (c + box_size / 2) / box_size;
+            *coef = if m < window {
+                (table[m] as u64).wrapping_mul(d)
+            } else {
+                (table[0] as u64).wrapping_mul(d).wrapping_neg()
+            };
+        }
+    }
+    let big_size = cts.lwe_size();
+    let log_2n = CiphertextModulusLog(n.trailing_zeros() as usize + 1);
+    let size = big_size.0;
+    let outs: Vec<Vec<u64>> = cts
+        .as_ref()
+        .par_chunks(size)
+        .map_init(
+            || {
+                let fft = Fft::new(p.polynomial_size);
+                let mut buffers = ComputationBuffers::new();
+                buffers.resize(
+                    blind_rotate_assign_mem_optimized_requirement::<u64>(
+                        p.glwe_dimension.to_glwe_size(),
+                        p.polynomial_size,
+                        fft.as_view(),
+                    )
+                    .unaligned_bytes_required(),
+                );
+                (fft, buffers)
+            },
+            |(fft, buffers), chunk| {
+                let ct = LweCiphertext::from_container(chunk, p.ciphertext_modulus);
+                let mut small = LweCiphertext::new(0u64, p.lwe_dimension.to_lwe_size(), p.ciphertext_modulus);
+                keyswitch_lwe_ciphertext(&key.ksk, &ct, &mut small);
+                let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(small.as_view(), log_2n);
+                let mut rotated = lut.clone();
+                blind_rotate_assign_mem_optimized(&msed, &mut rotated, &key.fourier_bsk, fft.as_view(), buffers.stack());
+                let mut out = LweCiphertext::new(0u64, big_size, p.ciphertext_modulus);
+                extract_lwe_sample_from_glwe_ciphertext(&rotated, &mut out, MonomialDegree(0));
+                out.into_container()
+            },
+        )
+        .collect();
+    LweCiphertextList::from_container(outs.into_iter().flatten().collect(), big_size, p.ciphertext_modulus)
+}
