@@ -13,12 +13,25 @@ fn main() {
         for ib in [2u32, 3] {
             for ab in [2u32, 3, 4] {
                 for r in [Rounding::Nearest, Rounding::ErrorFeedback] {
-                    let q = QuantConfig { input_bits: ib, activation_bits: ab, accumulator_bits: p, rounding: r, ..Default::default() };
-                    let opts = CompileOptions { params: ParamSet::Message2Carry2, quant: q };
+                    let q = QuantConfig {
+                        input_bits: ib,
+                        activation_bits: ab,
+                        accumulator_bits: p,
+                        rounding: r,
+                        ..Default::default()
+                    };
+                    let opts = CompileOptions {
+                        params: ParamSet::Message2Carry2,
+                        quant: q,
+                    };
                     match compile_bundle(&b, &opts) {
                         Ok(c) => {
                             let acc = circuit_accuracy(&c.circuit, &x, &y).unwrap();
-                            println!("p={p} in={ib} act={ab} {r:?}: {acc:?} pfail={:.2e} worst={:.2e}", c.circuit.report.p_fail_inference, c.circuit.report.p_fail_inference_worst);
+                            println!(
+                                "p={p} in={ib} act={ab} {r:?}: {acc:?} pfail={:.2e} worst={:.2e}",
+                                c.circuit.report.p_fail_inference,
+                                c.circuit.report.p_fail_inference_worst
+                            );
                         }
                         Err(e) => println!("p={p} in={ib} act={ab} {r:?}: {e}"),
                     }

@@ -245,7 +245,10 @@ mod tests {
     fn row_range_parses() {
         assert_eq!(
             "0..1346".parse::<RowRange>().unwrap(),
-            RowRange { start: 0, end: 1346 }
+            RowRange {
+                start: 0,
+                end: 1346
+            }
         );
         assert_eq!(
             "3..=4".parse::<RowRange>().unwrap(),

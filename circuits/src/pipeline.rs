@@ -161,7 +161,11 @@ pub fn compile_bundle(bundle: &ModelBundle, options: &CompileOptions) -> Result<
 }
 
 /// Clear-circuit accuracy on raw rows.
-pub fn circuit_accuracy(circuit: &Circuit, rows: &[Vec<f64>], labels: &[usize]) -> Result<(usize, usize)> {
+pub fn circuit_accuracy(
+    circuit: &Circuit,
+    rows: &[Vec<f64>],
+    labels: &[usize],
+) -> Result<(usize, usize)> {
     let mut correct = 0;
     for (raw, label) in rows.iter().zip(labels) {
         let q = circuit.input.quantize(raw)?;

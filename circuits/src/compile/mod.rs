@@ -166,7 +166,11 @@ impl Circuit {
     }
 
     pub fn ks_per_inference(&self) -> usize {
-        self.layers.iter().filter(|l| l.keyswitch).map(|l| l.out_len).sum()
+        self.layers
+            .iter()
+            .filter(|l| l.keyswitch)
+            .map(|l| l.out_len)
+            .sum()
     }
 
     /// Decoded logits (signed output values times the output scale).

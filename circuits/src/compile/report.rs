@@ -115,13 +115,15 @@ pub(crate) fn build(circuit: &Circuit, calibration: &[Vec<i64>]) -> Result<Repor
             keyswitches: if l.keyswitch { l.out_len } else { 0 },
             ..Default::default()
         };
-        for j in 0..l.out_len {
+        for (j, h) in hist[li].iter().enumerate() {
             let sigma = neuron_sigma(circuit, li, j);
             rep.max_sigma = rep.max_sigma.max(sigma);
             rep.max_weight_norm2 = rep.max_weight_norm2.max(l.norm2_sq(j).sqrt());
-            let h = &hist[li][j];
             let total: u64 = h.iter().map(|c| *c as u64).sum();
-            let (lo, hi) = match (h.iter().position(|c| *c > 0), h.iter().rposition(|c| *c > 0)) {
+            let (lo, hi) = match (
+                h.iter().position(|c| *c > 0),
+                h.iter().rposition(|c| *c > 0),
+            ) {
                 (Some(a), Some(b)) => (a, b),
                 _ => (0, 0),
             };

@@ -56,7 +56,9 @@ pub fn evaluate_traced(
                 .row(j)
                 .iter()
                 .zip(&v)
-                .fold(layer.offset[j], |s, (w, x)| s.wrapping_add(w.wrapping_mul(*x)))
+                .fold(layer.offset[j], |s, (w, x)| {
+                    s.wrapping_add(w.wrapping_mul(*x))
+                })
                 .rem_euclid(acc_modulus);
             trace(l, j, acc);
             next.push(bootstrap_value(

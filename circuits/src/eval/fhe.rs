@@ -82,8 +82,13 @@ impl ClientKey {
         let seeder = boxed.as_mut();
         let mut secret = SecretRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed());
         let small = LweSecretKey::generate_new_binary(p.lwe_dimension, &mut secret);
-        let glwe = GlweSecretKey::generate_new_binary(p.glwe_dimension, p.polynomial_size, &mut secret);
-        Self { params, small, glwe }
+        let glwe =
+            GlweSecretKey::generate_new_binary(p.glwe_dimension, p.polynomial_size, &mut secret);
+        Self {
+            params,
+            small,
+            glwe,
+        }
     }
 
     /// Generates the seeded bootstrap and keyswitch keys (the slow part of
@@ -129,11 +134,14 @@ impl ClientKey {
         }
         let max = 1i64 << circuit.input.bits;
         if let Some(v) = q.iter().find(|v| **v < 0 || **v >= max) {
-            return Err(Error::Eval(format!("quantized input {v} outside [0, {max})")));
+            return Err(Error::Eval(format!(
+                "quantized input {v} outside [0, {max})"
+            )));
         }
         let p = self.params.tfhe();
         let d = delta(circuit.precision_bits);
-        let encoded = PlaintextList::from_container(q.iter().map(|v| (*v as u64) * d).collect::<Vec<_>>());
+        let encoded =
+            PlaintextList::from_container(q.iter().map(|v| (*v as u64) * d).collect::<Vec<_>>());
         let mut boxed = new_seeder();
         let seeder = boxed.as_mut();
         let mut cts = SeededLweCiphertextList::new(
@@ -143,7 +151,13 @@ impl ClientKey {
             seeder.seed().into(),
             p.ciphertext_modulus,
         );
-        encrypt_seeded_lwe_ciphertext_list(&self.small, &mut cts, &encoded, p.lwe_noise_distribution, seeder);
+        encrypt_seeded_lwe_ciphertext_list(
+            &self.small,
+            &mut cts,
+            &encoded,
+            p.lwe_noise_distribution,
+            seeder,
+        );
         Ok(EncryptedInput {
             params: self.params,
             precision_bits: circuit.precision_bits,
@@ -155,8 +169,12 @@ impl ClientKey {
     /// representation the clear evaluator returns.
     pub fn decrypt(&self, circuit: &Circuit, out: &EncryptedOutput) -> Result<Vec<i64>> {
         self.check_params(circuit)?;
-        if out.cts.lwe_ciphertext_count().0 != circuit.classes || out.output_bits != circuit.output_bits {
-            return Err(Error::Eval("encrypted output does not match the circuit".into()));
+        if out.cts.lwe_ciphertext_count().0 != circuit.classes
+            || out.output_bits != circuit.output_bits
+        {
+            return Err(Error::Eval(
+                "encrypted output does not match the circuit".into(),
+            ));
         }
         Ok(self.decrypt_raw(&out.cts, circuit.output_bits))
     }
@@ -190,7 +208,8 @@ impl ClientKey {
         let p = self.params.tfhe();
         let mut boxed = new_seeder();
         let seeder = boxed.as_mut();
-        let mut gen = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
+        let mut gen =
+            EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
         let big = self.glwe.as_lwe_secret_key();
         let mut list = LweCiphertextList::new(
             0u64,
@@ -206,7 +225,9 @@ impl ClientKey {
     /// Test and diagnostics helper: phases of big-key ciphertexts.
     pub fn decrypt_big_raw(&self, cts: &LweCiphertextListOwned<u64>) -> Vec<u64> {
         let big = self.glwe.as_lwe_secret_key();
-        cts.iter().map(|ct| decrypt_lwe_ciphertext(&big, &ct).0).collect()
+        cts.iter()
+            .map(|ct| decrypt_lwe_ciphertext(&big, &ct).0)
+            .collect()
     }
 }
 
@@ -283,7 +304,10 @@ pub trait Blob: Serialize + for<'de> Deserialize<'de> {
         use bincode::Options;
         let bad = |m: String| Error::Artifact(format!("{}: {m}", Self::KIND));
         if bytes.len() as u64 > limit {
-            return Err(bad(format!("{} bytes exceed the {limit}-byte limit", bytes.len())));
+            return Err(bad(format!(
+                "{} bytes exceed the {limit}-byte limit",
+                bytes.len()
+            )));
         }
         if bytes.len() < 12 || &bytes[..4] != b"BFLD" {
             return Err(bad("not a Blindfold blob".into()));
@@ -365,8 +389,12 @@ impl<'a> FheEvaluator<'a> {
                     .lut
                     .iter()
                     .map(|table| {
-                        let mut glwe =
-                            GlweCiphertext::new(0u64, p.glwe_dimension.to_glwe_size(), p.polynomial_size, p.ciphertext_modulus);
+                        let mut glwe = GlweCiphertext::new(
+                            0u64,
+                            p.glwe_dimension.to_glwe_size(),
+                            p.polynomial_size,
+                            p.ciphertext_modulus,
+                        );
                         let mut body = glwe.get_mut_body();
                         let poly = body.as_mut();
                         for (c, coef) in poly.iter_mut().enumerate() {
@@ -419,7 +447,8 @@ impl<'a> FheEvaluator<'a> {
         let log_2n = CiphertextModulusLog(p.polynomial_size.0.trailing_zeros() as usize + 1);
         let big_size = LweDimension(self.circuit.params.big_lwe_dimension()).to_lwe_size();
         let d_in = delta(self.circuit.precision_bits);
-        let mut current: LweCiphertextListOwned<u64> = input.cts.clone().decompress_into_lwe_ciphertext_list();
+        let mut current: LweCiphertextListOwned<u64> =
+            input.cts.clone().decompress_into_lwe_ciphertext_list();
         let mut stats = EvalStats::default();
         for (li, layer) in self.circuit.layers.iter().enumerate() {
             let in_size = current.lwe_size().0;
@@ -427,53 +456,52 @@ impl<'a> FheEvaluator<'a> {
             let fourier = &self.key.fourier_bsk;
             let ksk = &self.key.ksk;
             let luts = &self.luts[li];
-            let outputs: Vec<Vec<u64>> = (0..layer.out_len)
+            // Neurons are split into one batch per worker; each batch runs its
+            // blind rotations together so the bootstrap key is streamed from
+            // memory once per batch instead of once per neuron.
+            let threads = rayon::current_num_threads().max(1);
+            let batch = layer.out_len.div_ceil(threads).max(1);
+            let batches: Vec<std::ops::Range<usize>> = (0..layer.out_len)
+                .step_by(batch)
+                .map(|s| s..(s + batch).min(layer.out_len))
+                .collect();
+            let outputs: Vec<Vec<u64>> = batches
                 .into_par_iter()
-                .map_init(
-                    || {
-                        let fft = Fft::new(p.polynomial_size);
-                        let mut buffers = ComputationBuffers::new();
-                        buffers.resize(
-                            blind_rotate_assign_mem_optimized_requirement::<u64>(
-                                p.glwe_dimension.to_glwe_size(),
-                                p.polynomial_size,
-                                fft.as_view(),
-                            )
-                            .unaligned_bytes_required(),
-                        );
-                        (fft, buffers)
-                    },
-                    |(fft, buffers), j| {
-                        // dot product with cleartext weights
-                        let mut acc = vec![0u64; in_size];
-                        for (i, w) in layer.row(j).iter().enumerate() {
-                            if *w == 0 {
-                                continue;
+                .map(|range| {
+                    let msed: Vec<SwitchedLwe> = range
+                        .clone()
+                        .map(|j| {
+                            // dot product with cleartext weights
+                            let mut acc = vec![0u64; in_size];
+                            for (i, w) in layer.row(j).iter().enumerate() {
+                                if *w == 0 {
+                                    continue;
+                                }
+                                let w = *w as u64;
+                                let ct = &inputs[i * in_size..(i + 1) * in_size];
+                                for (a, c) in acc.iter_mut().zip(ct) {
+                                    *a = a.wrapping_add(c.wrapping_mul(w));
+                                }
                             }
-                            let w = *w as u64;
-                            let ct = &inputs[i * in_size..(i + 1) * in_size];
-                            for (a, c) in acc.iter_mut().zip(ct) {
-                                *a = a.wrapping_add(c.wrapping_mul(w));
+                            let body = in_size - 1;
+                            acc[body] =
+                                acc[body].wrapping_add((layer.offset[j] as u64).wrapping_mul(d_in));
+                            let acc = LweCiphertext::from_container(acc, p.ciphertext_modulus);
+                            if layer.keyswitch {
+                                let mut small = LweCiphertext::new(
+                                    0u64,
+                                    p.lwe_dimension.to_lwe_size(),
+                                    p.ciphertext_modulus,
+                                );
+                                keyswitch_lwe_ciphertext(ksk, &acc, &mut small);
+                                SwitchedLwe::centered(&small, log_2n)
+                            } else {
+                                SwitchedLwe::centered(&acc, log_2n)
                             }
-                        }
-                        let body = in_size - 1;
-                        acc[body] = acc[body].wrapping_add((layer.offset[j] as u64).wrapping_mul(d_in));
-                        let acc = LweCiphertext::from_container(acc, p.ciphertext_modulus);
-                        let small = if layer.keyswitch {
-                            let mut small = LweCiphertext::new(0u64, p.lwe_dimension.to_lwe_size(), p.ciphertext_modulus);
-                            keyswitch_lwe_ciphertext(ksk, &acc, &mut small);
-                            small
-                        } else {
-                            acc
-                        };
-                        let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(small.as_view(), log_2n);
-                        let mut rotated = luts[j].clone();
-                        blind_rotate_assign_mem_optimized(&msed, &mut rotated, fourier, fft.as_view(), buffers.stack());
-                        let mut out = LweCiphertext::new(0u64, big_size, p.ciphertext_modulus);
-                        extract_lwe_sample_from_glwe_ciphertext(&rotated, &mut out, MonomialDegree(0));
-                        out.into_container()
-                    },
-                )
+                        })
+                        .collect();
+                    blind_rotate_batch(fourier, &luts[range], &msed, big_size)
+                })
                 .collect();
             stats.bootstraps += layer.out_len;
             if layer.keyswitch {
@@ -494,6 +522,86 @@ impl<'a> FheEvaluator<'a> {
     }
 }
 
+/// A modulus-switched LWE ciphertext, materialised (the blind rotation
+/// reads its mask once per bootstrap-key row).
+struct SwitchedLwe {
+    body: usize,
+    mask: Vec<usize>,
+    log_modulus: CiphertextModulusLog,
+}
+
+impl SwitchedLwe {
+    /// Centered-mean modulus switch to `2N`.
+    fn centered(ct: &LweCiphertextOwned<u64>, log_modulus: CiphertextModulusLog) -> Self {
+        let lazy = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
+            ct.as_view(),
+            log_modulus,
+        );
+        Self {
+            body: lazy.body(),
+            mask: lazy.mask().collect(),
+            log_modulus,
+        }
+    }
+}
+
+impl ModulusSwitchedLweCiphertext<usize> for SwitchedLwe {
+    fn log_modulus(&self) -> CiphertextModulusLog {
+        self.log_modulus
+    }
+    fn lwe_dimension(&self) -> LweDimension {
+        LweDimension(self.mask.len())
+    }
+    fn body(&self) -> usize {
+        self.body
+    }
+    fn mask(&self) -> impl ExactSizeIterator<Item = usize> + '_ {
+        self.mask.iter().copied()
+    }
+}
+
+/// Blind-rotates each table by its input and extracts the constant
+/// coefficient: a batch of programmable bootstraps sharing one pass over the
+/// bootstrap key. Returns the outputs back to back.
+fn blind_rotate_batch(
+    fourier: &FourierLweBootstrapKeyOwned,
+    luts: &[GlweCiphertextOwned<u64>],
+    msed: &[SwitchedLwe],
+    big_size: LweSize,
+) -> Vec<u64> {
+    let Some(first) = luts.first() else {
+        return Vec::new();
+    };
+    let glwe_size = first.glwe_size();
+    let poly = first.polynomial_size();
+    let modulus = first.ciphertext_modulus();
+    let fft = Fft::new(poly);
+    let mut buffers = ComputationBuffers::new();
+    buffers.resize(
+        tfhe::core_crypto::fft_impl::fft64::crypto::bootstrap::batch_blind_rotate_assign_scratch::<
+            u64,
+        >(glwe_size, poly, CiphertextCount(luts.len()), fft.as_view())
+        .unaligned_bytes_required(),
+    );
+    let data: Vec<u64> = luts
+        .iter()
+        .flat_map(|l| l.as_ref().iter().copied())
+        .collect();
+    let mut list = GlweCiphertextList::from_container(data, glwe_size, poly, modulus);
+    fourier.as_view().batch_blind_rotate_assign(
+        list.as_mut_view(),
+        msed,
+        fft.as_view(),
+        buffers.stack(),
+    );
+    let mut out = vec![0u64; big_size.0 * luts.len()];
+    for (glwe, chunk) in list.iter().zip(out.chunks_mut(big_size.0)) {
+        let mut lwe = LweCiphertext::from_container(chunk, modulus);
+        extract_lwe_sample_from_glwe_ciphertext(&glwe, &mut lwe, MonomialDegree(0));
+    }
+    out
+}
+
 /// Times one keyswitch and one bootstrap (single thread) with `key`, on
 /// dummy ciphertexts: the unit of the PBS floor.
 pub fn time_primitives(key: &EvaluationKey, reps: usize) -> (f64, f64) {
@@ -503,10 +611,19 @@ pub fn time_primitives(key: &EvaluationKey, reps: usize) -> (f64, f64) {
     let fft = Fft::new(p.polynomial_size);
     let mut buffers = ComputationBuffers::new();
     buffers.resize(
-        blind_rotate_assign_mem_optimized_requirement::<u64>(p.glwe_dimension.to_glwe_size(), p.polynomial_size, fft.as_view())
-            .unaligned_bytes_required(),
+        blind_rotate_assign_mem_optimized_requirement::<u64>(
+            p.glwe_dimension.to_glwe_size(),
+            p.polynomial_size,
+            fft.as_view(),
+        )
+        .unaligned_bytes_required(),
     );
-    let lut = GlweCiphertext::new(0u64, p.glwe_dimension.to_glwe_size(), p.polynomial_size, p.ciphertext_modulus);
+    let lut = GlweCiphertext::new(
+        0u64,
+        p.glwe_dimension.to_glwe_size(),
+        p.polynomial_size,
+        p.ciphertext_modulus,
+    );
     let mut big = LweCiphertext::new(0u64, big_size, p.ciphertext_modulus);
     for (i, v) in big.as_mut().iter_mut().enumerate() {
         *v = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -521,9 +638,16 @@ pub fn time_primitives(key: &EvaluationKey, reps: usize) -> (f64, f64) {
         keyswitch_lwe_ciphertext(&key.ksk, &big, &mut small);
         ks += t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
-        let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(small.as_view(), log_2n);
+        let msed =
+            lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(small.as_view(), log_2n);
         let mut rotated = lut.clone();
-        blind_rotate_assign_mem_optimized(&msed, &mut rotated, &key.fourier_bsk, fft.as_view(), buffers.stack());
+        blind_rotate_assign_mem_optimized(
+            &msed,
+            &mut rotated,
+            &key.fourier_bsk,
+            fft.as_view(),
+            buffers.stack(),
+        );
         extract_lwe_sample_from_glwe_ciphertext(&rotated, &mut out, MonomialDegree(0));
         pbs += t.elapsed().as_secs_f64();
     }
@@ -546,7 +670,12 @@ pub fn bootstrap_big_list(
     let window = 1usize << precision_bits;
     let box_size = n / window;
     let d = delta(out_bits);
-    let mut lut = GlweCiphertext::new(0u64, p.glwe_dimension.to_glwe_size(), p.polynomial_size, p.ciphertext_modulus);
+    let mut lut = GlweCiphertext::new(
+        0u64,
+        p.glwe_dimension.to_glwe_size(),
+        p.polynomial_size,
+        p.ciphertext_modulus,
+    );
     {
         let mut body = lut.get_mut_body();
         for (c, coef) in body.as_mut().iter_mut().enumerate() {
@@ -580,16 +709,30 @@ pub fn bootstrap_big_list(
             },
             |(fft, buffers), chunk| {
                 let ct = LweCiphertext::from_container(chunk, p.ciphertext_modulus);
-                let mut small = LweCiphertext::new(0u64, p.lwe_dimension.to_lwe_size(), p.ciphertext_modulus);
+                let mut small =
+                    LweCiphertext::new(0u64, p.lwe_dimension.to_lwe_size(), p.ciphertext_modulus);
                 keyswitch_lwe_ciphertext(&key.ksk, &ct, &mut small);
-                let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(small.as_view(), log_2n);
+                let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
+                    small.as_view(),
+                    log_2n,
+                );
                 let mut rotated = lut.clone();
-                blind_rotate_assign_mem_optimized(&msed, &mut rotated, &key.fourier_bsk, fft.as_view(), buffers.stack());
+                blind_rotate_assign_mem_optimized(
+                    &msed,
+                    &mut rotated,
+                    &key.fourier_bsk,
+                    fft.as_view(),
+                    buffers.stack(),
+                );
                 let mut out = LweCiphertext::new(0u64, big_size, p.ciphertext_modulus);
                 extract_lwe_sample_from_glwe_ciphertext(&rotated, &mut out, MonomialDegree(0));
                 out.into_container()
             },
         )
         .collect();
-    LweCiphertextList::from_container(outs.into_iter().flatten().collect(), big_size, p.ciphertext_modulus)
+    LweCiphertextList::from_container(
+        outs.into_iter().flatten().collect(),
+        big_size,
+        p.ciphertext_modulus,
+    )
 }

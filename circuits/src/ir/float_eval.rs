@@ -107,7 +107,7 @@ fn activate<T: Scalar>(act: Activation, x: T) -> T {
 /// Output spatial size of a 2-D window sweep, or `None` when the window
 /// does not fit even once.
 fn window_out(input: usize, pad: usize, extent: usize, stride: usize) -> Option<usize> {
-    let padded = input + pad;
+    let padded = input.checked_add(pad)?;
     if stride == 0 || extent == 0 || padded < extent {
         return None;
     }
@@ -210,18 +210,19 @@ impl Op {
                     return Err(format!("input must be [C, H, W], got shape {in_shape:?}"));
                 };
                 if c != c_in {
-                    return Err(format!(
-                        "input has {c} channels, the weight expects {c_in}"
-                    ));
+                    return Err(format!("input has {c} channels, the weight expects {c_in}"));
                 }
                 if dilation.contains(&0) {
                     return Err("dilation must be at least 1".into());
                 }
                 check_bias(bias, c_out)?;
-                let ext_h = dilation[0] * (kh.max(1) - 1) + 1;
-                let ext_w = dilation[1] * (kw.max(1) - 1) + 1;
-                let oh = window_out(h, pads[0] + pads[2], ext_h, stride[0]);
-                let ow = window_out(w, pads[1] + pads[3], ext_w, stride[1]);
+                let extent = |d: usize, k: usize| d.checked_mul(k.max(1) - 1)?.checked_add(1);
+                let oh = pads[0]
+                    .checked_add(pads[2])
+                    .and_then(|p| window_out(h, p, extent(dilation[0], kh)?, stride[0]));
+                let ow = pads[1]
+                    .checked_add(pads[3])
+                    .and_then(|p| window_out(w, p, extent(dilation[1], kw)?, stride[1]));
                 match (oh, ow) {
                     (Some(oh), Some(ow)) if kh > 0 && kw > 0 => Ok(vec![c_out, oh, ow]),
                     _ => Err(format!(
@@ -248,8 +249,12 @@ impl Op {
                         "pads {pads:?} must be smaller than the kernel {kernel:?}"
                     ));
                 }
-                let oh = window_out(h, pads[0] + pads[2], kernel[0], stride[0]);
-                let ow = window_out(w, pads[1] + pads[3], kernel[1], stride[1]);
+                let oh = pads[0]
+                    .checked_add(pads[2])
+                    .and_then(|p| window_out(h, p, kernel[0], stride[0]));
+                let ow = pads[1]
+                    .checked_add(pads[3])
+                    .and_then(|p| window_out(w, p, kernel[1], stride[1]));
                 match (oh, ow) {
                     (Some(oh), Some(ow)) => Ok(vec![c, oh, ow]),
                     _ => Err(format!(
@@ -414,8 +419,7 @@ fn conv2d<T: Scalar>(
                             continue;
                         }
                         for kx in 0..kw {
-                            let Some(ix) =
-                                (ox * stride[1] + kx * dilation[1]).checked_sub(pads[1])
+                            let Some(ix) = (ox * stride[1] + kx * dilation[1]).checked_sub(pads[1])
                             else {
                                 continue;
                             };
@@ -588,7 +592,9 @@ mod tests {
 
     #[test]
     fn softmax_rows_sum_to_one() {
-        let (_, y) = Op::Softmax.apply(&[2, 2], &[0.0f64, 0.0, 1.0, 1.0]).expect("softmax");
+        let (_, y) = Op::Softmax
+            .apply(&[2, 2], &[0.0f64, 0.0, 1.0, 1.0])
+            .expect("softmax");
         assert_eq!(y, vec![0.5; 4]);
     }
 

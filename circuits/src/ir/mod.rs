@@ -58,7 +58,10 @@ impl Activation {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// `y = W·x + b`, `weight` of shape `[out, in]`, `bias` of length `out`.
-    Dense { weight: Tensor, bias: Vec<f32> },
+    Dense {
+        weight: Tensor,
+        bias: Vec<f32>,
+    },
     /// 2-D convolution on a `[C, H, W]` input, groups = 1.
     /// `weight` is `[C_out, C_in, kH, kW]`; `pads` are `[top, left, bottom, right]`.
     Conv2d {
@@ -77,10 +80,15 @@ pub enum Op {
     },
     /// Element-wise `y = x * scale + shift`, constants already broadcast to
     /// the per-sample input length (from Add/Sub/Mul by constants).
-    Affine { scale: Vec<f32>, shift: Vec<f32> },
+    Affine {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
     Activation(Activation),
     /// Flatten / Reshape / Identity-like shape change; data unchanged.
-    Reshape { shape: Vec<usize> },
+    Reshape {
+        shape: Vec<usize>,
+    },
     /// Trailing softmax over the last axis. Monotone, so it never changes the
     /// argmax: the quantizer drops it (logits are compared instead of
     /// probabilities) and the float evaluator applies it.

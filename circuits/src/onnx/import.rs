@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 
 use super::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, type_proto,
-    tensor_shape_proto::dimension, AttributeProto, GraphProto, ModelProto, NodeProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
 };
 use super::tensor::{self, BinOp, Const, Data, SymInt};
 use super::ImportError;
@@ -57,10 +57,19 @@ fn supported_list() -> String {
     supported_ops().join(", ")
 }
 
+/// Largest kernel size, stride, pad or dilation accepted (guards the shape
+/// arithmetic against absurd values in malformed files).
+const MAX_WINDOW_PARAM: i64 = 1 << 16;
+
+/// Largest per-sample input accepted (values).
+const MAX_INPUT_LEN: usize = 1 << 24;
+
 /// What a tensor name stands for during import.
 enum Value {
     /// The runtime tensor; `shape` is per sample (batch axis removed).
-    Data { shape: Vec<usize> },
+    Data {
+        shape: Vec<usize>,
+    },
     Const(Const),
     /// A name that exists but cannot be used (e.g. Dropout's mask).
     Unavailable(String),
@@ -173,7 +182,11 @@ impl<'n> NodeCtx<'n> {
         Ok(())
     }
 
-    fn attr(&self, name: &str, want: AttributeType) -> Result<Option<&'n AttributeProto>, ImportError> {
+    fn attr(
+        &self,
+        name: &str,
+        want: AttributeType,
+    ) -> Result<Option<&'n AttributeProto>, ImportError> {
         let Some(a) = self.node.attribute.iter().find(|a| a.name == name) else {
             return Ok(None);
         };
@@ -191,15 +204,21 @@ impl<'n> NodeCtx<'n> {
     }
 
     fn attr_int(&self, name: &str, default: i64) -> Result<i64, ImportError> {
-        Ok(self.attr(name, AttributeType::Int)?.map_or(default, |a| a.i))
+        Ok(self
+            .attr(name, AttributeType::Int)?
+            .map_or(default, |a| a.i))
     }
 
     fn attr_float(&self, name: &str, default: f32) -> Result<f32, ImportError> {
-        Ok(self.attr(name, AttributeType::Float)?.map_or(default, |a| a.f))
+        Ok(self
+            .attr(name, AttributeType::Float)?
+            .map_or(default, |a| a.f))
     }
 
     fn attr_ints(&self, name: &str) -> Result<Option<Vec<i64>>, ImportError> {
-        Ok(self.attr(name, AttributeType::Ints)?.map(|a| a.ints.clone()))
+        Ok(self
+            .attr(name, AttributeType::Ints)?
+            .map(|a| a.ints.clone()))
     }
 
     fn attr_string(&self, name: &str) -> Result<Option<String>, ImportError> {
@@ -226,11 +245,18 @@ impl<'n> NodeCtx<'n> {
         }
         let mut out = default;
         for (o, &x) in out.iter_mut().zip(&v) {
+            if x > MAX_WINDOW_PARAM {
+                return Err(self.invalid(format!(
+                    "attribute '{name}' = {v:?} has an entry above {MAX_WINDOW_PARAM}"
+                )));
+            }
             *o = usize::try_from(x)
                 .ok()
                 .filter(|&x| x >= min)
                 .ok_or_else(|| {
-                    self.invalid(format!("attribute '{name}' = {v:?} has an entry below {min}"))
+                    self.invalid(format!(
+                        "attribute '{name}' = {v:?} has an entry below {min}"
+                    ))
                 })?;
         }
         Ok(out)
@@ -362,8 +388,7 @@ fn graph_input(
         .ok_or_else(|| err("the input has no shape; expected [batch, ...]".into()))?;
     let Some((batch, rest)) = dims.split_first() else {
         return Err(err(
-            "the input is a scalar; expected a shape [batch, ...] with a leading batch axis"
-                .into(),
+            "the input is a scalar; expected a shape [batch, ...] with a leading batch axis".into(),
         ));
     };
     if rest.is_empty() {
@@ -402,8 +427,19 @@ fn graph_input(
             }
         }
     }
+    match tensor::element_count(&shape) {
+        Some(n) if n <= MAX_INPUT_LEN => {}
+        _ => {
+            return Err(err(format!(
+                "per-sample shape {shape:?} has more than {MAX_INPUT_LEN} values"
+            )))
+        }
+    }
     Ok((input.name.clone(), shape, static_batch))
 }
+
+/// A float32 constant as (dims, values).
+type FloatConst = (Vec<usize>, Vec<f32>);
 
 /// How a node's input resolved.
 enum Operand<'a> {
@@ -414,9 +450,9 @@ enum Operand<'a> {
 impl Importer {
     fn value(&self, ctx: &NodeCtx, name: &str) -> Result<&Value, ImportError> {
         match self.values.get(name) {
-            Some(Value::Unavailable(why)) => Err(ctx.invalid(format!(
-                "input '{name}' cannot be used: {why}"
-            ))),
+            Some(Value::Unavailable(why)) => {
+                Err(ctx.invalid(format!("input '{name}' cannot be used: {why}")))
+            }
             Some(v) => Ok(v),
             None => Err(ImportError::UnknownTensor {
                 node: ctx.label.clone(),
@@ -434,7 +470,12 @@ impl Importer {
     }
 
     /// A required constant input.
-    fn const_input(&self, ctx: &NodeCtx, i: usize, what: &'static str) -> Result<&Const, ImportError> {
+    fn const_input(
+        &self,
+        ctx: &NodeCtx,
+        i: usize,
+        what: &'static str,
+    ) -> Result<&Const, ImportError> {
         let name = ctx.required_input(i, what)?;
         match self.operand(ctx, name)? {
             Operand::Const(c) => Ok(c),
@@ -452,7 +493,7 @@ impl Importer {
         ctx: &NodeCtx,
         i: usize,
         what: &'static str,
-    ) -> Result<(Vec<usize>, Vec<f32>), ImportError> {
+    ) -> Result<FloatConst, ImportError> {
         let c = self.const_input(ctx, i, what)?;
         as_float(ctx, c, ctx.required_input(i, what)?, what)
     }
@@ -463,7 +504,7 @@ impl Importer {
         ctx: &NodeCtx,
         i: usize,
         what: &'static str,
-    ) -> Result<Option<(Vec<usize>, Vec<f32>)>, ImportError> {
+    ) -> Result<Option<FloatConst>, ImportError> {
         match ctx.input(i) {
             Some(_) => self.float_input(ctx, i, what).map(Some),
             None => Ok(None),
@@ -471,7 +512,12 @@ impl Importer {
     }
 
     /// A constant integer input whose values are all known.
-    fn ints_input(&self, ctx: &NodeCtx, i: usize, what: &'static str) -> Result<Vec<i64>, ImportError> {
+    fn ints_input(
+        &self,
+        ctx: &NodeCtx,
+        i: usize,
+        what: &'static str,
+    ) -> Result<Vec<i64>, ImportError> {
         let name = ctx.required_input(i, what)?;
         self.const_input(ctx, i, what)?
             .known_ints()
@@ -491,8 +537,18 @@ impl Importer {
                 message: format!("tensor '{name}' is already used by {prev}"),
             });
         }
+        if name != self.head {
+            // Unreachable by construction (one unconsumed data tensor at a
+            // time), but report it rather than build a wrong chain.
+            return Err(ImportError::Branching {
+                node: ctx.label.clone(),
+                message: format!(
+                    "tensor '{name}' is not the end of the data path '{}'",
+                    self.head
+                ),
+            });
+        }
         self.consumed.insert(name.to_string(), ctx.label.clone());
-        debug_assert_eq!(name, self.head);
         Ok(shape)
     }
 
@@ -576,7 +632,7 @@ fn as_float(
     c: &Const,
     name: &str,
     what: &'static str,
-) -> Result<(Vec<usize>, Vec<f32>), ImportError> {
+) -> Result<FloatConst, ImportError> {
     match &c.data {
         Data::F32(v) => Ok((c.dims.clone(), v.clone())),
         _ => Err(ImportError::NonFloat {
@@ -820,7 +876,14 @@ fn check_auto_pad(ctx: &NodeCtx) -> Result<bool, ImportError> {
 }
 
 fn conv(imp: &mut Importer, ctx: &NodeCtx) -> Result<(), ImportError> {
-    ctx.allow_attrs(&["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"])?;
+    ctx.allow_attrs(&[
+        "auto_pad",
+        "dilations",
+        "group",
+        "kernel_shape",
+        "pads",
+        "strides",
+    ])?;
     let group = ctx.attr_int("group", 1)?;
     if group != 1 {
         return Err(ctx.unsupported_attr(
@@ -962,7 +1025,9 @@ fn flatten(imp: &mut Importer, ctx: &NodeCtx) -> Result<(), ImportError> {
             let a = usize::try_from(a)
                 .ok()
                 .filter(|&a| a <= rank)
-                .ok_or_else(|| ctx.invalid(format!("axis {axis} is out of range for rank {rank}")))?;
+                .ok_or_else(|| {
+                    ctx.invalid(format!("axis {axis} is out of range for rank {rank}"))
+                })?;
             if a == 0 || shape[..a - 1].iter().product::<usize>() != 1 {
                 return Err(ctx.unsupported_attr(
                     "axis",
@@ -1008,7 +1073,9 @@ fn reshape(imp: &mut Importer, ctx: &NodeCtx) -> Result<(), ImportError> {
                 match t {
                     SymInt::Lit(v) => ints.push(*v),
                     SymInt::Batch => {
-                        return Err(ctx.cannot_fold(s, "a constant cannot be reshaped by the batch size"))
+                        return Err(
+                            ctx.cannot_fold(s, "a constant cannot be reshaped by the batch size")
+                        )
                     }
                 }
             }
@@ -1018,7 +1085,8 @@ fn reshape(imp: &mut Importer, ctx: &NodeCtx) -> Result<(), ImportError> {
             imp.define_const(ctx, c)
         }
         Operand::Data(shape) => {
-            let out = reshape_data(imp.static_batch, &shape, &target).map_err(|m| ctx.shape_err(m))?;
+            let out =
+                reshape_data(imp.static_batch, &shape, &target).map_err(|m| ctx.shape_err(m))?;
             imp.emit(ctx, x, Op::Reshape { shape: out })
         }
     }
@@ -1032,11 +1100,11 @@ fn resolve_shape(dims: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
     let mut infer = None;
     for (i, &t) in target.iter().enumerate() {
         match t {
-            0 => out.push(
-                *dims
-                    .get(i)
-                    .ok_or_else(|| format!("entry {i} is 0 but the input has rank {}", dims.len()))?,
-            ),
+            0 => {
+                out.push(*dims.get(i).ok_or_else(|| {
+                    format!("entry {i} is 0 but the input has rank {}", dims.len())
+                })?)
+            }
             -1 if infer.is_none() => {
                 infer = Some(i);
                 out.push(1);
@@ -1048,7 +1116,7 @@ fn resolve_shape(dims: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || (total / known) * known != total {
             return Err(format!("cannot infer -1 reshaping {dims:?} to {target:?}"));
         }
         out[i] = total / known;
@@ -1061,7 +1129,11 @@ fn resolve_shape(dims: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
 
 /// Reshape of the data tensor (per-sample `shape`) to `target`, whose
 /// first entry must denote the batch axis; returns the per-sample shape.
-fn reshape_data(static_batch: bool, shape: &[usize], target: &[SymInt]) -> Result<Vec<usize>, String> {
+fn reshape_data(
+    static_batch: bool,
+    shape: &[usize],
+    target: &[SymInt],
+) -> Result<Vec<usize>, String> {
     let total: usize = shape.iter().product();
     let Some((lead, rest)) = target.split_first() else {
         return Err("the target shape is empty; the batch axis must stay first".into());
@@ -1071,7 +1143,9 @@ fn reshape_data(static_batch: bool, shape: &[usize], target: &[SymInt]) -> Resul
         match t {
             SymInt::Lit(v) => rest_ints.push(*v),
             SymInt::Batch => {
-                return Err("the batch size appears in a non-leading entry of the target shape".into())
+                return Err(
+                    "the batch size appears in a non-leading entry of the target shape".into(),
+                )
             }
         }
     }
@@ -1113,12 +1187,13 @@ fn reshape_data(static_batch: bool, shape: &[usize], target: &[SymInt]) -> Resul
     let mut resolved = Vec::with_capacity(per_sample_target.len());
     for (i, &t) in per_sample_target.iter().enumerate() {
         if t == 0 {
-            resolved.push(
-                *full_dims
-                    .get(i + 1)
-                    .ok_or_else(|| format!("entry {} is 0 but the input has rank {}", i + 1, full_dims.len()))?
-                    as i64,
-            );
+            resolved.push(*full_dims.get(i + 1).ok_or_else(|| {
+                format!(
+                    "entry {} is 0 but the input has rank {}",
+                    i + 1,
+                    full_dims.len()
+                )
+            })? as i64);
         } else {
             resolved.push(t);
         }
@@ -1284,7 +1359,10 @@ fn unsqueeze(imp: &mut Importer, ctx: &NodeCtx) -> Result<(), ImportError> {
             let mut full = vec![1];
             full.extend_from_slice(&shape);
             let out_rank = full.len() + axes.len();
-            if axes.iter().any(|&a| tensor::norm_axis(a, out_rank) == Some(0)) {
+            if axes
+                .iter()
+                .any(|&a| tensor::norm_axis(a, out_rank) == Some(0))
+            {
                 return Err(ctx.unsupported_attr(
                     "axes",
                     format!("{axes:?}"),
@@ -1292,7 +1370,13 @@ fn unsqueeze(imp: &mut Importer, ctx: &NodeCtx) -> Result<(), ImportError> {
                 ));
             }
             let dims = tensor::unsqueeze_dims(&full, &axes).map_err(|m| ctx.shape_err(m))?;
-            imp.emit(ctx, x, Op::Reshape { shape: dims[1..].to_vec() })
+            imp.emit(
+                ctx,
+                x,
+                Op::Reshape {
+                    shape: dims[1..].to_vec(),
+                },
+            )
         }
     }
 }
@@ -1304,7 +1388,8 @@ fn squeeze(imp: &mut Importer, ctx: &NodeCtx) -> Result<(), ImportError> {
     match imp.operand(ctx, x)? {
         Operand::Const(c) => {
             let mut c = c.clone();
-            c.dims = tensor::squeeze_dims(&c.dims, axes.as_deref()).map_err(|m| ctx.shape_err(m))?;
+            c.dims =
+                tensor::squeeze_dims(&c.dims, axes.as_deref()).map_err(|m| ctx.shape_err(m))?;
             imp.define_const(ctx, c)
         }
         Operand::Data(shape) => {
@@ -1315,7 +1400,10 @@ fn squeeze(imp: &mut Importer, ctx: &NodeCtx) -> Result<(), ImportError> {
             };
             let mut full = vec![1];
             full.extend_from_slice(&shape);
-            if axes.iter().any(|&a| tensor::norm_axis(a, full.len()) == Some(0)) {
+            if axes
+                .iter()
+                .any(|&a| tensor::norm_axis(a, full.len()) == Some(0))
+            {
                 return Err(ctx.unsupported_attr(
                     "axes",
                     format!("{axes:?}"),
@@ -1323,7 +1411,13 @@ fn squeeze(imp: &mut Importer, ctx: &NodeCtx) -> Result<(), ImportError> {
                 ));
             }
             let dims = tensor::squeeze_dims(&full, Some(&axes)).map_err(|m| ctx.shape_err(m))?;
-            imp.emit(ctx, x, Op::Reshape { shape: dims[1..].to_vec() })
+            imp.emit(
+                ctx,
+                x,
+                Op::Reshape {
+                    shape: dims[1..].to_vec(),
+                },
+            )
         }
     }
 }
@@ -1379,12 +1473,27 @@ mod tests {
     #[test]
     fn reshape_rules() {
         use SymInt::{Batch, Lit};
-        assert_eq!(reshape_data(false, &[4, 3, 3], &[Batch, Lit(-1)]), Ok(vec![36]));
-        assert_eq!(reshape_data(false, &[4, 3, 3], &[Lit(0), Lit(4), Lit(9)]), Ok(vec![4, 9]));
-        assert_eq!(reshape_data(false, &[4, 3, 3], &[Lit(-1), Lit(36)]), Ok(vec![36]));
-        assert_eq!(reshape_data(false, &[4, 3, 3], &[Lit(0), Lit(0), Lit(-1)]), Ok(vec![4, 9]));
+        assert_eq!(
+            reshape_data(false, &[4, 3, 3], &[Batch, Lit(-1)]),
+            Ok(vec![36])
+        );
+        assert_eq!(
+            reshape_data(false, &[4, 3, 3], &[Lit(0), Lit(4), Lit(9)]),
+            Ok(vec![4, 9])
+        );
+        assert_eq!(
+            reshape_data(false, &[4, 3, 3], &[Lit(-1), Lit(36)]),
+            Ok(vec![36])
+        );
+        assert_eq!(
+            reshape_data(false, &[4, 3, 3], &[Lit(0), Lit(0), Lit(-1)]),
+            Ok(vec![4, 9])
+        );
         assert!(reshape_data(false, &[4, 3, 3], &[Lit(1), Lit(-1)]).is_err());
-        assert_eq!(reshape_data(true, &[4, 3, 3], &[Lit(1), Lit(-1)]), Ok(vec![36]));
+        assert_eq!(
+            reshape_data(true, &[4, 3, 3], &[Lit(1), Lit(-1)]),
+            Ok(vec![36])
+        );
         assert!(reshape_data(false, &[4, 3, 3], &[Lit(-1), Lit(9)]).is_err());
         assert!(reshape_data(false, &[4, 3, 3], &[Lit(-1)]).is_err());
         assert!(reshape_data(false, &[4], &[Batch, Batch]).is_err());

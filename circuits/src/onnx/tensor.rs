@@ -73,14 +73,6 @@ impl Const {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        match &self.data {
-            Data::F32(v) => v.len(),
-            Data::Int(v) => v.len(),
-            Data::Unsupported => element_count(&self.dims).unwrap_or(0),
-        }
-    }
-
     /// Integer values that must all be known (no symbolic batch).
     pub(crate) fn known_ints(&self) -> Result<Vec<i64>, String> {
         match &self.data {
@@ -198,8 +190,16 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for (i, o) in out.iter_mut().enumerate() {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         *o = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -293,7 +293,8 @@ pub(crate) fn binary(op: BinOp, a: &Const, b: &Const) -> Result<Const, String> {
                             BinOp::Sub => p.checked_sub(*q),
                             BinOp::Mul => p.checked_mul(*q),
                         };
-                        r.map(SymInt::Lit).ok_or_else(|| "integer overflow".to_string())
+                        r.map(SymInt::Lit)
+                            .ok_or_else(|| "integer overflow".to_string())
                     }
                     _ => Err("the result depends on the batch size".to_string()),
                 })
@@ -367,7 +368,13 @@ pub(crate) fn unsqueeze_dims(dims: &[usize], axes: &[i64]) -> Result<Vec<usize>,
     let mut rest = dims.iter();
     Ok(inserted
         .iter()
-        .map(|&ins| if ins { 1 } else { rest.next().copied().unwrap_or(1) })
+        .map(|&ins| {
+            if ins {
+                1
+            } else {
+                rest.next().copied().unwrap_or(1)
+            }
+        })
         .collect())
 }
 
@@ -551,7 +558,12 @@ mod tests {
     fn shape_chain_folding() {
         let shape = Const::int(
             vec![4],
-            vec![SymInt::Batch, SymInt::Lit(4), SymInt::Lit(3), SymInt::Lit(3)],
+            vec![
+                SymInt::Batch,
+                SymInt::Lit(4),
+                SymInt::Lit(3),
+                SymInt::Lit(3),
+            ],
         );
         let zero = Const::int(vec![], vec![SymInt::Lit(0)]);
         let b = gather(&shape, &zero, 0).expect("gather");
@@ -564,10 +576,7 @@ mod tests {
         let minus1 = Const::int(vec![1], vec![SymInt::Lit(-1)]);
         let target = concat(&[&b1, &minus1], 0).expect("concat");
         assert_eq!(target.dims, vec![2]);
-        assert_eq!(
-            target.data,
-            Data::Int(vec![SymInt::Batch, SymInt::Lit(-1)])
-        );
+        assert_eq!(target.data, Data::Int(vec![SymInt::Batch, SymInt::Lit(-1)]));
         assert_eq!(squeeze_dims(&[1, 3, 1], None).expect("squeeze"), vec![3]);
         assert!(squeeze_dims(&[1, 3], Some(&[1])).is_err());
     }

@@ -82,8 +82,7 @@ pub fn lower(graph: &Graph) -> Result<LinearNet> {
     for (index, op) in graph.ops.iter().enumerate() {
         match op {
             Op::Activation(act) => {
-                let (stage, out_shape) =
-                    compose(&pending, &pending_in_shape, Some(*act), &labels)?;
+                let (stage, out_shape) = compose(&pending, &pending_in_shape, Some(*act), &labels)?;
                 stages.push(stage);
                 shape = out_shape;
                 pending.clear();
@@ -115,7 +114,11 @@ pub fn lower(graph: &Graph) -> Result<LinearNet> {
     })
 }
 
-fn run_linear(ops: &[(usize, &Op)], in_shape: &[usize], x: &[f64]) -> Result<(Vec<usize>, Vec<f64>)> {
+fn run_linear(
+    ops: &[(usize, &Op)],
+    in_shape: &[usize],
+    x: &[f64],
+) -> Result<(Vec<usize>, Vec<f64>)> {
     let mut shape = in_shape.to_vec();
     let mut v = x.to_vec();
     for (_, op) in ops {

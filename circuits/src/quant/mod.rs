@@ -88,7 +88,9 @@ impl QuantConfig {
                 self.accumulator_bits
             ));
         }
-        for b in std::iter::once(self.activation_bits).chain(self.stage_activation_bits.iter().map(|x| x.1)) {
+        for b in std::iter::once(self.activation_bits)
+            .chain(self.stage_activation_bits.iter().map(|x| x.1))
+        {
             if b < 1 || b > self.accumulator_bits {
                 return bad(format!(
                     "activation bits {b} must be in 1..={} (the accumulator width)",
@@ -103,7 +105,10 @@ impl QuantConfig {
             ));
         }
         if !(1..=20).contains(&self.output_bits) {
-            return bad(format!("output_bits {} must be in 1..=20", self.output_bits));
+            return bad(format!(
+                "output_bits {} must be in 1..=20",
+                self.output_bits
+            ));
         }
         if 2 * self.margin as u64 + 2 > 1u64 << self.accumulator_bits {
             return bad(format!(
@@ -221,7 +226,10 @@ impl QuantizedNet {
                 got: x.len(),
             });
         }
-        Ok(x.iter().enumerate().map(|(i, v)| self.input.quantize(i, *v)).collect())
+        Ok(x.iter()
+            .enumerate()
+            .map(|(i, v)| self.input.quantize(i, *v))
+            .collect())
     }
 
     /// Integer evaluation with unbounded accumulators (the quantized model's
@@ -247,7 +255,11 @@ impl QuantizedNet {
 }
 
 /// Quantizes `net` with `calibration` inputs (already preprocessed).
-pub fn quantize(net: &LinearNet, calibration: &[Vec<f64>], config: &QuantConfig) -> Result<QuantizedNet> {
+pub fn quantize(
+    net: &LinearNet,
+    calibration: &[Vec<f64>],
+    config: &QuantConfig,
+) -> Result<QuantizedNet> {
     config.validate()?;
     if calibration.is_empty() {
         return Err(Error::Quantize("the calibration set is empty".into()));
@@ -263,8 +275,14 @@ pub fn quantize(net: &LinearNet, calibration: &[Vec<f64>], config: &QuantConfig)
     let mut scale = Vec::with_capacity(n_in);
     let mut zero_point = Vec::with_capacity(n_in);
     for i in 0..n_in {
-        let lo = calibration.iter().map(|x| x[i]).fold(f64::INFINITY, f64::min);
-        let hi = calibration.iter().map(|x| x[i]).fold(f64::NEG_INFINITY, f64::max);
+        let lo = calibration
+            .iter()
+            .map(|x| x[i])
+            .fold(f64::INFINITY, f64::min);
+        let hi = calibration
+            .iter()
+            .map(|x| x[i])
+            .fold(f64::NEG_INFINITY, f64::max);
         let (s, z) = AffineQuant::fit(config.input_bits, lo, hi);
         scale.push(s);
         zero_point.push(z);
@@ -276,7 +294,12 @@ pub fn quantize(net: &LinearNet, calibration: &[Vec<f64>], config: &QuantConfig)
     };
     let mut q_calib: Vec<Vec<i64>> = calibration
         .iter()
-        .map(|x| x.iter().enumerate().map(|(i, v)| input.quantize(i, *v)).collect())
+        .map(|x| {
+            x.iter()
+                .enumerate()
+                .map(|(i, v)| input.quantize(i, *v))
+                .collect()
+        })
         .collect();
     let mut in_quant = input.clone();
     let mut stages = Vec::with_capacity(net.stages.len());
@@ -286,7 +309,11 @@ pub fn quantize(net: &LinearNet, calibration: &[Vec<f64>], config: &QuantConfig)
         let qs = quantize_stage(stage, &in_quant, &q_calib, config, l, is_output)?;
         q_calib = q_calib
             .iter()
-            .map(|q| (0..qs.out_len).map(|j| qs.requantize(j, qs.accumulate(j, q))).collect())
+            .map(|q| {
+                (0..qs.out_len)
+                    .map(|j| qs.requantize(j, qs.accumulate(j, q)))
+                    .collect()
+            })
             .collect();
         in_quant = qs.out.clone();
         stages.push(qs);
@@ -434,7 +461,10 @@ fn quantize_stage(
         }
         // also cover every value the window can produce
         for j in 0..n_out {
-            for a in [acc_min[j] - config.margin as i64, acc_max[j] + config.margin as i64] {
+            for a in [
+                acc_min[j] - config.margin as i64,
+                acc_max[j] + config.margin as i64,
+            ] {
                 let y = act(j, a);
                 lo = lo.min(y);
                 hi = hi.max(y);

@@ -1,0 +1,187 @@
+//! `blindfold`: compile, inspect and benchmark encrypted inference.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use blindfold_circuits::compile::Circuit;
+use blindfold_circuits::data::RowRange;
+use blindfold_circuits::params::ParamSet;
+use blindfold_circuits::pipeline::{DataOverride, ModelBundle};
+use blindfold_circuits::quant::{QuantConfig, Rounding};
+use blindfold_client::{bench, select};
+
+#[derive(Parser)]
+#[command(
+    name = "blindfold",
+    version,
+    about = "Encrypted inference on TFHE: compile, inspect, benchmark"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile an ONNX model into a circuit file (JSON) and print its report.
+    Compile {
+        model: PathBuf,
+        /// Output circuit file [default: <model>.circuit.json]
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        opts: CompileArgs,
+    },
+    /// Print the report of a circuit file (or compile a model and print it).
+    Inspect {
+        /// A `.circuit.json` file or an `.onnx` model
+        path: PathBuf,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opts: CompileArgs,
+    },
+    /// Float vs quantized-clear vs encrypted: accuracy and latency side by side.
+    Bench {
+        model: PathBuf,
+        /// Number of test samples to run encrypted
+        #[arg(long, default_value_t = 100)]
+        samples: usize,
+        /// Print one JSON object on stdout (progress still goes to stderr)
+        #[arg(long)]
+        json: bool,
+        /// Worker threads for the encrypted evaluation [default: all cores]
+        #[arg(long, env = "BLINDFOLD_THREADS")]
+        threads: Option<usize>,
+        #[command(flatten)]
+        opts: CompileArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct CompileArgs {
+    /// Dataset CSV (features then label) when the model has no manifest
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Training (calibration) rows, inclusive, e.g. 0..1346
+    #[arg(long)]
+    train: Option<RowRange>,
+    /// Test rows, inclusive, e.g. 1347..1796
+    #[arg(long)]
+    test: Option<RowRange>,
+    /// Parameter set: auto, 2_2 or 3_3 (tfhe-rs V1_8 KS_PBS TUNIFORM 2M128 sets)
+    #[arg(long, default_value = "auto")]
+    params: String,
+    /// Accumulator window bits [default: 5 for 2_2, 7 for 3_3]
+    #[arg(long)]
+    accumulator_bits: Option<u32>,
+    /// Input feature bits [default: chosen on the training rows]
+    #[arg(long)]
+    input_bits: Option<u32>,
+    /// Hidden activation bits [default: chosen on the training rows]
+    #[arg(long)]
+    activation_bits: Option<u32>,
+    /// Weight rounding: error-feedback or nearest
+    #[arg(long, default_value = "error-feedback")]
+    rounding: String,
+    /// Accept a cheaper parameter set if it loses at most this much training accuracy
+    #[arg(long, default_value_t = 0.015)]
+    max_loss: f64,
+}
+
+fn compile_model(model: &PathBuf, a: &CompileArgs) -> anyhow::Result<(ModelBundle, Circuit)> {
+    let over = DataOverride {
+        data: a.data.clone(),
+        train: a.train,
+        test: a.test,
+    };
+    let bundle =
+        ModelBundle::load(model, &over).with_context(|| format!("loading {}", model.display()))?;
+    let params = match a.params.as_str() {
+        "auto" => None,
+        other => Some(ParamSet::from_name(other).ok_or_else(|| {
+            anyhow::anyhow!("unknown parameter set {other:?}: use auto, 2_2 or 3_3")
+        })?),
+    };
+    let rounding = match a.rounding.as_str() {
+        "error-feedback" => Rounding::ErrorFeedback,
+        "nearest" => Rounding::Nearest,
+        other => anyhow::bail!("unknown rounding {other:?}: use error-feedback or nearest"),
+    };
+    let mut base = QuantConfig {
+        rounding,
+        ..QuantConfig::default()
+    };
+    let fixed = a.input_bits.is_some() && a.activation_bits.is_some();
+    if let Some(b) = a.input_bits {
+        base.input_bits = b;
+    }
+    if let Some(b) = a.activation_bits {
+        base.activation_bits = b;
+    }
+    base.accumulator_bits = a
+        .accumulator_bits
+        .unwrap_or_else(|| select::default_window(params.unwrap_or(ParamSet::Message2Carry2)));
+    let explicit_window = a.accumulator_bits.is_some();
+    let (_, compiled) = select::choose(
+        &bundle,
+        params,
+        &base,
+        fixed,
+        explicit_window,
+        a.max_loss,
+        &mut |m| eprintln!("{m}"),
+    )?;
+    Ok((bundle, compiled.circuit))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Compile { model, out, opts } => {
+            let (_, circuit) = compile_model(&model, &opts)?;
+            let out = out.unwrap_or_else(|| model.with_extension("circuit.json"));
+            circuit.save(&out)?;
+            print!("{}", circuit.report.render(&circuit.name));
+            eprintln!("wrote {}", out.display());
+        }
+        Command::Inspect { path, json, opts } => {
+            let circuit = if path.extension().is_some_and(|e| e == "onnx") {
+                compile_model(&path, &opts)?.1
+            } else {
+                Circuit::load(&path).with_context(|| format!("reading {}", path.display()))?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&circuit.report)?);
+            } else {
+                print!("{}", circuit.report.render(&circuit.name));
+            }
+        }
+        Command::Bench {
+            model,
+            samples,
+            json,
+            threads,
+            opts,
+        } => {
+            if let Some(t) = threads {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build_global()
+                    .context("configuring the worker pool")?;
+            }
+            let (bundle, circuit) = compile_model(&model, &opts)?;
+            eprint!("{}", circuit.report.render(&circuit.name));
+            let report = bench::run(&bundle, &circuit, samples, &mut |m| eprintln!("{m}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+        }
+    }
+    Ok(())
+}
