@@ -176,3 +176,43 @@ pub fn circuit_accuracy(
     }
     Ok((correct, labels.len()))
 }
+
+/// Fidelity of a circuit to the float model on the training rows: the mean
+/// KL divergence from the float model's softmax to the circuit's (decoded
+/// logits). Lower is better; used to choose quantization widths without
+/// touching the test rows.
+pub fn train_fidelity(bundle: &ModelBundle, circuit: &Circuit) -> Result<f64> {
+    let (raw, _) = bundle.dataset.rows(bundle.train)?;
+    let (pre, _) = bundle.rows(bundle.train)?;
+    let mut total = 0.0;
+    for (r, x) in raw.iter().zip(&pre) {
+        let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+        let fl: Vec<f64> = bundle
+            .graph
+            .eval_logits::<f32>(&xf)?
+            .iter()
+            .map(|v| *v as f64)
+            .collect();
+        let q = circuit.input.quantize(r)?;
+        let ql = circuit.decode_output(&crate::eval::clear::evaluate(circuit, &q)?);
+        let p = softmax(&fl);
+        let lq = log_softmax(&ql);
+        let lp = log_softmax(&fl);
+        total += p
+            .iter()
+            .zip(lp.iter().zip(&lq))
+            .map(|(pi, (a, b))| pi * (a - b))
+            .sum::<f64>();
+    }
+    Ok(total / raw.len().max(1) as f64)
+}
+
+fn log_softmax(v: &[f64]) -> Vec<f64> {
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = v.iter().map(|x| (x - m).exp()).sum::<f64>().ln() + m;
+    v.iter().map(|x| x - lse).collect()
+}
+
+fn softmax(v: &[f64]) -> Vec<f64> {
+    log_softmax(v).iter().map(|x| x.exp()).collect()
+}

@@ -1,14 +1,18 @@
-//! Choosing compile options for a model.
+//! Choosing compile options for a model, without looking at the test rows.
 //!
-//! `auto` tries the cheapest vetted parameter set first (2_2, N = 2048, a
-//! 5-bit window) and moves to the larger one (3_3, N = 8192, a 7-bit window)
-//! only when the cheaper one loses more than `max_loss` accuracy on the
-//! **training** rows (the test rows are never used to choose). Within a
-//! parameter set, input and activation widths are chosen the same way.
+//! The training rows are split: the first 80 % calibrate (and refine) the
+//! quantizer, the last 20 % validate it. `auto` tries the cheapest vetted
+//! parameter set first (2_2, N = 2048, 5-bit window) and moves to the larger
+//! one (3_3, N = 8192, 7-bit window) when the cheaper one loses more than
+//! `max_loss` accuracy against the float model on the validation rows.
+//! Within a parameter set, the input and activation widths with the best
+//! validation accuracy (ties: lowest KL to the float model) win. The chosen
+//! configuration is then recompiled on all training rows.
 
 use blindfold_circuits::compile::CompileOptions;
+use blindfold_circuits::data::{argmax, RowRange};
 use blindfold_circuits::params::ParamSet;
-use blindfold_circuits::pipeline::{circuit_accuracy, compile_bundle, Compiled, ModelBundle};
+use blindfold_circuits::pipeline::{compile_bundle, Compiled, ModelBundle};
 use blindfold_circuits::quant::QuantConfig;
 
 /// Window bits used with each parameter set (largest with a tiny failure rate).
@@ -19,20 +23,63 @@ pub fn default_window(params: ParamSet) -> u32 {
     }
 }
 
-/// Training-row accuracy of the float graph.
-fn float_train_accuracy(bundle: &ModelBundle) -> anyhow::Result<f64> {
-    let (x, y) = bundle.rows(bundle.train)?;
-    let mut ok = 0;
-    for (r, l) in x.iter().zip(&y) {
-        let xf: Vec<f32> = r.iter().map(|v| *v as f32).collect();
-        if blindfold_circuits::data::argmax(&bundle.graph.eval_logits::<f32>(&xf)?) == *l {
-            ok += 1;
-        }
-    }
-    Ok(ok as f64 / y.len() as f64)
+struct Validation {
+    accuracy: f64,
+    float_accuracy: f64,
+    kl: f64,
 }
 
-/// Picks options: `params = None` means auto.
+fn validate(
+    bundle: &ModelBundle,
+    compiled: &Compiled,
+    rows: RowRange,
+) -> anyhow::Result<Validation> {
+    let (raw, labels) = bundle.dataset.rows(rows)?;
+    let (pre, _) = bundle.rows(rows)?;
+    let (mut ok, mut fok, mut kl) = (0usize, 0usize, 0.0);
+    for ((r, x), label) in raw.iter().zip(&pre).zip(&labels) {
+        let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+        let fl: Vec<f64> = bundle
+            .graph
+            .eval_logits::<f32>(&xf)?
+            .iter()
+            .map(|v| *v as f64)
+            .collect();
+        let c = &compiled.circuit;
+        let ql = c.decode_output(&blindfold_circuits::eval::clear::evaluate(
+            c,
+            &c.input.quantize(r)?,
+        )?);
+        if argmax(&ql) == *label {
+            ok += 1;
+        }
+        if argmax(&fl) == *label {
+            fok += 1;
+        }
+        let lp = log_softmax(&fl);
+        let lq = log_softmax(&ql);
+        kl += lp
+            .iter()
+            .zip(&lq)
+            .map(|(a, b)| a.exp() * (a - b))
+            .sum::<f64>();
+    }
+    let n = labels.len().max(1) as f64;
+    Ok(Validation {
+        accuracy: ok as f64 / n,
+        float_accuracy: fok as f64 / n,
+        kl: kl / n,
+    })
+}
+
+fn log_softmax(v: &[f64]) -> Vec<f64> {
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = v.iter().map(|x| (x - m).exp()).sum::<f64>().ln() + m;
+    v.iter().map(|x| x - lse).collect()
+}
+
+/// Picks options (`params = None` means auto) and compiles with them on all
+/// training rows.
 pub fn choose(
     bundle: &ModelBundle,
     params: Option<ParamSet>,
@@ -46,25 +93,44 @@ pub fn choose(
         Some(p) => vec![p],
         None => vec![ParamSet::Message2Carry2, ParamSet::Message3Carry3],
     };
-    let float_acc = float_train_accuracy(bundle)?;
-    let (xtr, ytr) = bundle.dataset.rows(bundle.train)?;
-    let mut best: Option<(f64, CompileOptions, Compiled)> = None;
-    for (ci, ps) in candidates.iter().enumerate() {
-        let mut variants = Vec::new();
-        if fixed_widths {
-            variants.push(base.clone());
-        } else {
-            for ib in [2u32, 3] {
-                for ab in [2u32, 3, 4] {
-                    let mut q = base.clone();
-                    q.input_bits = ib;
-                    q.activation_bits = ab;
-                    variants.push(q);
-                }
+    let mut variants = Vec::new();
+    if fixed_widths || candidates.len() == 1 && fixed_widths {
+        variants.push(base.clone());
+    } else {
+        for ib in [2u32, 3] {
+            for ab in [2u32, 3, 4] {
+                let mut q = base.clone();
+                q.input_bits = ib;
+                q.activation_bits = ab;
+                variants.push(q);
             }
         }
-        let mut best_here: Option<(f64, CompileOptions, Compiled)> = None;
-        for mut q in variants {
+    }
+    let train = bundle.train;
+    let n_train = train.end - train.start + 1;
+    let split = train.start + (n_train * 4 / 5).max(1);
+    let (calib, val) = if split > train.start && split <= train.end {
+        (
+            RowRange {
+                start: train.start,
+                end: split - 1,
+            },
+            RowRange {
+                start: split,
+                end: train.end,
+            },
+        )
+    } else {
+        (train, train)
+    };
+    let mut sub = bundle.clone();
+    sub.train = calib;
+    let mut chosen: Option<(f64, CompileOptions)> = None;
+    for (ci, ps) in candidates.iter().enumerate() {
+        let mut best: Option<(f64, f64, CompileOptions)> = None;
+        let mut float_acc = 0.0;
+        for v in &variants {
+            let mut q = v.clone();
             if !explicit_window {
                 q.accumulator_bits = default_window(*ps);
             }
@@ -72,40 +138,45 @@ pub fn choose(
                 params: *ps,
                 quant: q,
             };
-            let compiled = match compile_bundle(bundle, &opts) {
+            let compiled = match compile_bundle(&sub, &opts) {
                 Ok(c) => c,
                 Err(e) => {
-                    log(format!("  {} {:?}: {e}", ps.short_name(), opts.quant));
+                    log(format!("  {}: {e}", ps.short_name()));
                     continue;
                 }
             };
-            let (ok, n) = circuit_accuracy(&compiled.circuit, &xtr, &ytr)?;
-            let acc = ok as f64 / n as f64;
-            if best_here.as_ref().is_none_or(|(a, _, _)| acc > *a) {
-                best_here = Some((acc, opts, compiled));
+            let val_res = validate(bundle, &compiled, val)?;
+            float_acc = val_res.float_accuracy;
+            let better = best.as_ref().is_none_or(|(a, k, _)| {
+                val_res.accuracy > *a || (val_res.accuracy == *a && val_res.kl < *k)
+            });
+            if better {
+                best = Some((val_res.accuracy, val_res.kl, opts));
             }
         }
-        let Some((acc, opts, compiled)) = best_here else {
+        let Some((acc, kl, opts)) = best else {
             continue;
         };
         log(format!(
-            "params {}: best training accuracy {:.4} (float {:.4}) with {}-bit inputs, {}-bit activations, {}-bit window",
+            "params {}: validation accuracy {:.4} (float {:.4}, KL {:.4}) with {}-bit inputs, {}-bit activations, {}-bit window (rows {calib} calibrate, {val} validate)",
             ps.short_name(),
             acc,
             float_acc,
+            kl,
             opts.quant.input_bits,
             opts.quant.activation_bits,
             opts.quant.accumulator_bits
         ));
         let good = float_acc - acc <= max_loss;
-        let last = ci + 1 == candidates.len();
-        if good || last {
-            return Ok((opts, compiled));
+        if good || ci + 1 == candidates.len() {
+            chosen = Some((acc, opts));
+            break;
         }
-        if best.as_ref().is_none_or(|(a, _, _)| acc > *a) {
-            best = Some((acc, opts, compiled));
+        if chosen.as_ref().is_none_or(|(a, _)| acc > *a) {
+            chosen = Some((acc, opts));
         }
     }
-    best.map(|(_, o, c)| (o, c))
-        .ok_or_else(|| anyhow::anyhow!("no candidate configuration compiled"))
+    let (_, opts) = chosen.ok_or_else(|| anyhow::anyhow!("no candidate configuration compiled"))?;
+    let compiled = compile_bundle(bundle, &opts)?;
+    Ok((opts, compiled))
 }

@@ -19,6 +19,7 @@
 //!   compares like with like).
 
 pub mod lower;
+pub mod refine;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +54,9 @@ pub struct QuantConfig {
     /// Spare accumulator values kept on each side of the calibrated range.
     pub margin: u32,
     pub rounding: Rounding,
+    /// Sweeps of greedy rounding refinement on the calibration set (0 = off).
+    #[serde(default)]
+    pub refine_sweeps: usize,
 }
 
 impl Default for QuantConfig {
@@ -65,6 +69,7 @@ impl Default for QuantConfig {
             output_bits: 10,
             margin: 1,
             rounding: Rounding::ErrorFeedback,
+            refine_sweeps: 2,
         }
     }
 }
@@ -318,13 +323,27 @@ pub fn quantize(
         in_quant = qs.out.clone();
         stages.push(qs);
     }
-    Ok(QuantizedNet {
+    let mut qnet = QuantizedNet {
         input,
         input_shape: net.input_shape.clone(),
         stages,
         config: config.clone(),
         dropped_softmax: net.dropped_softmax,
-    })
+    };
+    if config.refine_sweeps > 0 {
+        let inputs: Vec<Vec<i64>> = calibration
+            .iter()
+            .map(|x| qnet.quantize_input(x))
+            .collect::<Result<_>>()?;
+        let logits: Vec<Vec<f64>> = calibration.iter().map(|x| net.eval(x)).collect();
+        let nonzero: Vec<Vec<bool>> = net
+            .stages
+            .iter()
+            .map(|s| s.weight.iter().map(|w| *w != 0.0).collect())
+            .collect();
+        refine::refine(&mut qnet, &inputs, &logits, &nonzero, config.refine_sweeps);
+    }
+    Ok(qnet)
 }
 
 fn quantize_stage(
