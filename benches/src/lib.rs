@@ -1,3 +1,4 @@
 //! Benchmarks. The plaintext-vs-encrypted comparison is `blindfold bench`
-//! (client crate); criterion micro-benchmarks of the primitives are in
-//! `benches/benches/`.
+//! (client crate), which times float, quantized-clear and encrypted
+//! evaluation side by side in one run. Criterion micro-benchmarks will live
+//! here with the service.

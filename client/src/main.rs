@@ -1,6 +1,6 @@
 //! `blindfold`: compile, inspect and benchmark encrypted inference.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -84,6 +84,12 @@ struct CompileArgs {
     /// Hidden activation bits [default: chosen on the training rows]
     #[arg(long)]
     activation_bits: Option<u32>,
+    /// Per-stage activation bits, e.g. `--layer-activation-bits 0=3` (repeatable)
+    #[arg(long = "layer-activation-bits", value_parser = parse_stage_bits)]
+    layer_activation_bits: Vec<(usize, u32)>,
+    /// Sweeps of rounding refinement on the calibration rows (0 = off)
+    #[arg(long, default_value_t = 2)]
+    refine_sweeps: usize,
     /// Weight rounding: error-feedback or nearest
     #[arg(long, default_value = "error-feedback")]
     rounding: String,
@@ -92,7 +98,17 @@ struct CompileArgs {
     max_loss: f64,
 }
 
-fn compile_model(model: &PathBuf, a: &CompileArgs) -> anyhow::Result<(ModelBundle, Circuit)> {
+fn parse_stage_bits(s: &str) -> Result<(usize, u32), String> {
+    let (a, b) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} must look like STAGE=BITS, e.g. 0=3"))?;
+    Ok((
+        a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?,
+        b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?,
+    ))
+}
+
+fn compile_model(model: &Path, a: &CompileArgs) -> anyhow::Result<(ModelBundle, Circuit)> {
     let over = DataOverride {
         data: a.data.clone(),
         train: a.train,
@@ -113,6 +129,8 @@ fn compile_model(model: &PathBuf, a: &CompileArgs) -> anyhow::Result<(ModelBundl
     };
     let mut base = QuantConfig {
         rounding,
+        refine_sweeps: a.refine_sweeps,
+        stage_activation_bits: a.layer_activation_bits.clone(),
         ..QuantConfig::default()
     };
     let fixed = a.input_bits.is_some() && a.activation_bits.is_some();

@@ -94,7 +94,7 @@ pub fn choose(
         None => vec![ParamSet::Message2Carry2, ParamSet::Message3Carry3],
     };
     let mut variants = Vec::new();
-    if fixed_widths || candidates.len() == 1 && fixed_widths {
+    if fixed_widths {
         variants.push(base.clone());
     } else {
         for ib in [2u32, 3] {

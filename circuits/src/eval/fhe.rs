@@ -16,6 +16,8 @@
 use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::prelude::*;
 
+use tfhe::shortint::parameters::ClassicPBSParameters;
+
 use crate::compile::Circuit;
 use crate::params::ParamSet;
 use crate::{Error, Result};
@@ -370,45 +372,20 @@ impl<'a> FheEvaluator<'a> {
             )));
         }
         let p = circuit.params.tfhe();
-        let n = p.polynomial_size.0;
-        let window = circuit.window() as usize;
-        let box_size = n / window;
         let luts = circuit
             .layers
             .iter()
-            .enumerate()
-            .map(|(li, layer)| {
+            .map(|layer| {
                 let out_bits = if layer.is_output {
                     circuit.output_bits
                 } else {
                     circuit.precision_bits
                 };
                 let d = delta(out_bits);
-                let _ = li;
                 layer
                     .lut
                     .iter()
-                    .map(|table| {
-                        let mut glwe = GlweCiphertext::new(
-                            0u64,
-                            p.glwe_dimension.to_glwe_size(),
-                            p.polynomial_size,
-                            p.ciphertext_modulus,
-                        );
-                        let mut body = glwe.get_mut_body();
-                        let poly = body.as_mut();
-                        for (c, coef) in poly.iter_mut().enumerate() {
-                            // coefficient c holds the value for m = round(c / box)
-                            let m = (c + box_size / 2) / box_size;
-                            *coef = if m < window {
-                                (table[m] as u64).wrapping_mul(d)
-                            } else {
-                                // m = 2^p: the negacyclic image of m = 0
-                                (table[0] as u64).wrapping_mul(d).wrapping_neg()
-                            };
-                        }
-                        glwe
-                    })
+                    .map(|table| lookup_table(p, circuit.precision_bits, d, table))
                     .collect()
             })
             .collect();
@@ -520,6 +497,39 @@ impl<'a> FheEvaluator<'a> {
             stats,
         ))
     }
+}
+
+/// The accumulator of a bootstrap: a trivial GLWE whose body holds, at
+/// coefficient `c`, the table value for accumulator `m = round(c / box)`
+/// (`box = N / 2^p`) in units of `delta`. The top half-box is the
+/// negacyclic image of `m = 2^p`, i.e. `-T[0]`, so an input that noise
+/// pushes just below 0 still comes out as `T[0]`. With the centered-mean
+/// modulus switch the expected blind-rotation index of `m` is `m·box − ½`,
+/// the middle of its coefficient range.
+fn lookup_table(
+    p: ClassicPBSParameters,
+    precision_bits: u32,
+    delta: u64,
+    table: &[i64],
+) -> GlweCiphertextOwned<u64> {
+    let window = 1usize << precision_bits;
+    let box_size = p.polynomial_size.0 / window;
+    let mut glwe = GlweCiphertext::new(
+        0u64,
+        p.glwe_dimension.to_glwe_size(),
+        p.polynomial_size,
+        p.ciphertext_modulus,
+    );
+    let mut body = glwe.get_mut_body();
+    for (c, coef) in body.as_mut().iter_mut().enumerate() {
+        let m = (c + box_size / 2) / box_size;
+        *coef = if m < window {
+            (table[m] as u64).wrapping_mul(delta)
+        } else {
+            (table[0] as u64).wrapping_mul(delta).wrapping_neg()
+        };
+    }
+    glwe
 }
 
 /// A modulus-switched LWE ciphertext, materialised (the blind rotation
@@ -667,26 +677,7 @@ pub fn bootstrap_big_list(
     use rayon::prelude::*;
     let p = key.params.tfhe();
     let n = p.polynomial_size.0;
-    let window = 1usize << precision_bits;
-    let box_size = n / window;
-    let d = delta(out_bits);
-    let mut lut = GlweCiphertext::new(
-        0u64,
-        p.glwe_dimension.to_glwe_size(),
-        p.polynomial_size,
-        p.ciphertext_modulus,
-    );
-    {
-        let mut body = lut.get_mut_body();
-        for (c, coef) in body.as_mut().iter_mut().enumerate() {
-            let m = (c + box_size / 2) / box_size;
-            *coef = if m < window {
-                (table[m] as u64).wrapping_mul(d)
-            } else {
-                (table[0] as u64).wrapping_mul(d).wrapping_neg()
-            };
-        }
-    }
+    let lut = lookup_table(p, precision_bits, delta(out_bits), table);
     let big_size = cts.lwe_size();
     let log_2n = CiphertextModulusLog(n.trailing_zeros() as usize + 1);
     let size = big_size.0;

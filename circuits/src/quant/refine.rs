@@ -9,6 +9,14 @@
 
 use super::{QuantStage, QuantizedNet};
 
+/// One sample's downstream state before a tentative change.
+struct Saved {
+    sample: usize,
+    acc: Vec<Vec<i64>>,
+    out: Vec<Vec<i64>>,
+    loss: f64,
+}
+
 struct State {
     /// acc[l][s][j]: accumulator of neuron j of stage l on sample s
     acc: Vec<Vec<Vec<i64>>>,
@@ -106,12 +114,12 @@ pub fn refine(
     }
     for _ in 0..sweeps {
         let mut changed = 0usize;
-        for l in 0..n_stages {
+        for (l, nonzero) in float_weights_nonzero.iter().enumerate().take(n_stages) {
             let in_len = net.stages[l].in_len;
             for j in 0..net.stages[l].out_len {
                 // candidate coordinates: each non-zero float weight, then the constant
                 for i in 0..=in_len {
-                    if i < in_len && !float_weights_nonzero[l][j * in_len + i] {
+                    if i < in_len && !nonzero[j * in_len + i] {
                         continue;
                     }
                     for delta in [1i64, -1] {
@@ -143,8 +151,7 @@ pub fn refine(
                             net.stages[l].weight[j * in_len + i] += delta;
                         }
                         let mut gain = 0.0;
-                        let mut touched: Vec<(usize, Vec<Vec<i64>>, Vec<Vec<i64>>, f64)> =
-                            Vec::new();
+                        let mut touched: Vec<Saved> = Vec::new();
                         for s in 0..n {
                             let c = contrib(s, &st);
                             if c == 0 {
@@ -173,7 +180,12 @@ pub fn refine(
                                 );
                                 gain += old_loss - st.loss[s];
                             }
-                            touched.push((s, old_acc, old_out, old_loss));
+                            touched.push(Saved {
+                                sample: s,
+                                acc: old_acc,
+                                out: old_out,
+                                loss: old_loss,
+                            });
                         }
                         // downstream accumulators moved too: they must still fit
                         let downstream_ok = gain > 1e-9
@@ -198,7 +210,13 @@ pub fn refine(
                         } else {
                             net.stages[l].weight[j * in_len + i] -= delta;
                         }
-                        for (s, old_acc, old_out, old_loss) in touched {
+                        for Saved {
+                            sample: s,
+                            acc: old_acc,
+                            out: old_out,
+                            loss: old_loss,
+                        } in touched
+                        {
                             for (k, (a, o)) in old_acc.into_iter().zip(old_out).enumerate() {
                                 st.acc[l + k][s] = a;
                                 st.out[l + k][s] = o;
