@@ -170,7 +170,12 @@ fn main() -> anyhow::Result<()> {
             let circuit = if path.extension().is_some_and(|e| e == "onnx") {
                 compile_model(&path, &opts)?.1
             } else {
-                Circuit::load(&path).with_context(|| format!("reading {}", path.display()))?
+                Circuit::load(&path).with_context(|| {
+                    format!(
+                        "reading {}: expected a circuit file written by `blindfold compile` or an .onnx model",
+                        path.display()
+                    )
+                })?
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&circuit.report)?);
