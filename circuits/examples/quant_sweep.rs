@@ -29,8 +29,9 @@ fn main() {
                 match compile_bundle(&b, &opts) {
                     Ok(c) => {
                         let acc = circuit_accuracy(&c.circuit, &x, &y).unwrap();
-                        let kl =
-                            blindfold_circuits::pipeline::train_fidelity(&b, &c.circuit).unwrap();
+                        let kl = blindfold_circuits::pipeline::fidelity(&b, &c.circuit, b.train)
+                            .unwrap()
+                            .kl;
                         println!(
                             "in={ib} act={ab} refine={sweeps}: test {acc:?} train-KL {kl:.4} pfail={:.2e}",
                             c.circuit.report.p_fail_inference

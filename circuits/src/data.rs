@@ -237,6 +237,13 @@ pub fn argmax<T: PartialOrd + Copy>(v: &[T]) -> usize {
     best
 }
 
+/// Numerically stable log-softmax.
+pub fn log_softmax(v: &[f64]) -> Vec<f64> {
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = v.iter().map(|x| (x - m).exp()).sum::<f64>().ln() + m;
+    v.iter().map(|x| x - lse).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

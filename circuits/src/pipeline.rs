@@ -177,15 +177,23 @@ pub fn circuit_accuracy(
     Ok((correct, labels.len()))
 }
 
-/// Fidelity of a circuit to the float model on the training rows: the mean
-/// KL divergence from the float model's softmax to the circuit's (decoded
-/// logits). Lower is better; used to choose quantization widths without
-/// touching the test rows.
-pub fn train_fidelity(bundle: &ModelBundle, circuit: &Circuit) -> Result<f64> {
-    let (raw, _) = bundle.dataset.rows(bundle.train)?;
-    let (pre, _) = bundle.rows(bundle.train)?;
-    let mut total = 0.0;
-    for (r, x) in raw.iter().zip(&pre) {
+/// How closely a circuit follows the float model on some rows.
+#[derive(Clone, Copy, Debug)]
+pub struct Fidelity {
+    /// Accuracy of the clear circuit.
+    pub accuracy: f64,
+    /// Accuracy of the float model on the same rows.
+    pub float_accuracy: f64,
+    /// Mean KL divergence from the float model's softmax to the circuit's.
+    pub kl: f64,
+}
+
+/// Compares the clear circuit with the float graph on `rows`.
+pub fn fidelity(bundle: &ModelBundle, circuit: &Circuit, rows: RowRange) -> Result<Fidelity> {
+    let (raw, labels) = bundle.dataset.rows(rows)?;
+    let (pre, _) = bundle.rows(rows)?;
+    let (mut ok, mut fok, mut kl) = (0usize, 0usize, 0.0);
+    for ((r, x), label) in raw.iter().zip(&pre).zip(&labels) {
         let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
         let fl: Vec<f64> = bundle
             .graph
@@ -195,24 +203,20 @@ pub fn train_fidelity(bundle: &ModelBundle, circuit: &Circuit) -> Result<f64> {
             .collect();
         let q = circuit.input.quantize(r)?;
         let ql = circuit.decode_output(&crate::eval::clear::evaluate(circuit, &q)?);
-        let p = softmax(&fl);
-        let lq = log_softmax(&ql);
-        let lp = log_softmax(&fl);
-        total += p
+        ok += usize::from(crate::data::argmax(&ql) == *label);
+        fok += usize::from(crate::data::argmax(&fl) == *label);
+        let lp = crate::data::log_softmax(&fl);
+        let lq = crate::data::log_softmax(&ql);
+        kl += lp
             .iter()
-            .zip(lp.iter().zip(&lq))
-            .map(|(pi, (a, b))| pi * (a - b))
+            .zip(&lq)
+            .map(|(a, b)| a.exp() * (a - b))
             .sum::<f64>();
     }
-    Ok(total / raw.len().max(1) as f64)
-}
-
-fn log_softmax(v: &[f64]) -> Vec<f64> {
-    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let lse = v.iter().map(|x| (x - m).exp()).sum::<f64>().ln() + m;
-    v.iter().map(|x| x - lse).collect()
-}
-
-fn softmax(v: &[f64]) -> Vec<f64> {
-    log_softmax(v).iter().map(|x| x.exp()).collect()
+    let n = labels.len().max(1) as f64;
+    Ok(Fidelity {
+        accuracy: ok as f64 / n,
+        float_accuracy: fok as f64 / n,
+        kl: kl / n,
+    })
 }

@@ -10,9 +10,9 @@
 //! configuration is then recompiled on all training rows.
 
 use blindfold_circuits::compile::CompileOptions;
-use blindfold_circuits::data::{argmax, RowRange};
+use blindfold_circuits::data::RowRange;
 use blindfold_circuits::params::ParamSet;
-use blindfold_circuits::pipeline::{compile_bundle, Compiled, ModelBundle};
+use blindfold_circuits::pipeline::{compile_bundle, fidelity, Compiled, ModelBundle};
 use blindfold_circuits::quant::QuantConfig;
 
 /// Window bits used with each parameter set (largest with a tiny failure rate).
@@ -21,61 +21,6 @@ pub fn default_window(params: ParamSet) -> u32 {
         ParamSet::Message2Carry2 => 5,
         ParamSet::Message3Carry3 => 7,
     }
-}
-
-struct Validation {
-    accuracy: f64,
-    float_accuracy: f64,
-    kl: f64,
-}
-
-fn validate(
-    bundle: &ModelBundle,
-    compiled: &Compiled,
-    rows: RowRange,
-) -> anyhow::Result<Validation> {
-    let (raw, labels) = bundle.dataset.rows(rows)?;
-    let (pre, _) = bundle.rows(rows)?;
-    let (mut ok, mut fok, mut kl) = (0usize, 0usize, 0.0);
-    for ((r, x), label) in raw.iter().zip(&pre).zip(&labels) {
-        let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
-        let fl: Vec<f64> = bundle
-            .graph
-            .eval_logits::<f32>(&xf)?
-            .iter()
-            .map(|v| *v as f64)
-            .collect();
-        let c = &compiled.circuit;
-        let ql = c.decode_output(&blindfold_circuits::eval::clear::evaluate(
-            c,
-            &c.input.quantize(r)?,
-        )?);
-        if argmax(&ql) == *label {
-            ok += 1;
-        }
-        if argmax(&fl) == *label {
-            fok += 1;
-        }
-        let lp = log_softmax(&fl);
-        let lq = log_softmax(&ql);
-        kl += lp
-            .iter()
-            .zip(&lq)
-            .map(|(a, b)| a.exp() * (a - b))
-            .sum::<f64>();
-    }
-    let n = labels.len().max(1) as f64;
-    Ok(Validation {
-        accuracy: ok as f64 / n,
-        float_accuracy: fok as f64 / n,
-        kl: kl / n,
-    })
-}
-
-fn log_softmax(v: &[f64]) -> Vec<f64> {
-    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let lse = v.iter().map(|x| (x - m).exp()).sum::<f64>().ln() + m;
-    v.iter().map(|x| x - lse).collect()
 }
 
 /// Picks options (`params = None` means auto) and compiles with them on all
@@ -145,7 +90,7 @@ pub fn choose(
                     continue;
                 }
             };
-            let val_res = validate(bundle, &compiled, val)?;
+            let val_res = fidelity(bundle, &compiled.circuit, val)?;
             float_acc = val_res.float_accuracy;
             let better = best.as_ref().is_none_or(|(a, k, _)| {
                 val_res.accuracy > *a || (val_res.accuracy == *a && val_res.kl < *k)

@@ -612,12 +612,8 @@ fn blind_rotate_batch(
     out
 }
 
-/// Times one keyswitch and one bootstrap (single thread) with `key`, on
-/// dummy ciphertexts: the unit of the PBS floor.
-pub fn time_primitives(key: &EvaluationKey, reps: usize) -> (f64, f64) {
-    let p = key.params.tfhe();
-    let big_size = LweDimension(key.params.big_lwe_dimension()).to_lwe_size();
-    let log_2n = CiphertextModulusLog(p.polynomial_size.0.trailing_zeros() as usize + 1);
+/// FFT plan and scratch memory for one (unbatched) blind rotation.
+fn single_bootstrap_workspace(p: ClassicPBSParameters) -> (Fft, ComputationBuffers) {
     let fft = Fft::new(p.polynomial_size);
     let mut buffers = ComputationBuffers::new();
     buffers.resize(
@@ -628,6 +624,16 @@ pub fn time_primitives(key: &EvaluationKey, reps: usize) -> (f64, f64) {
         )
         .unaligned_bytes_required(),
     );
+    (fft, buffers)
+}
+
+/// Times one keyswitch and one bootstrap (single thread) with `key`, on
+/// dummy ciphertexts: the unit of the PBS floor.
+pub fn time_primitives(key: &EvaluationKey, reps: usize) -> (f64, f64) {
+    let p = key.params.tfhe();
+    let big_size = LweDimension(key.params.big_lwe_dimension()).to_lwe_size();
+    let log_2n = CiphertextModulusLog(p.polynomial_size.0.trailing_zeros() as usize + 1);
+    let (fft, mut buffers) = single_bootstrap_workspace(p);
     let lut = GlweCiphertext::new(
         0u64,
         p.glwe_dimension.to_glwe_size(),
@@ -685,19 +691,7 @@ pub fn bootstrap_big_list(
         .as_ref()
         .par_chunks(size)
         .map_init(
-            || {
-                let fft = Fft::new(p.polynomial_size);
-                let mut buffers = ComputationBuffers::new();
-                buffers.resize(
-                    blind_rotate_assign_mem_optimized_requirement::<u64>(
-                        p.glwe_dimension.to_glwe_size(),
-                        p.polynomial_size,
-                        fft.as_view(),
-                    )
-                    .unaligned_bytes_required(),
-                );
-                (fft, buffers)
-            },
+            || single_bootstrap_workspace(p),
             |(fft, buffers), chunk| {
                 let ct = LweCiphertext::from_container(chunk, p.ciphertext_modulus);
                 let mut small =

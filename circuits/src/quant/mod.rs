@@ -461,24 +461,27 @@ fn quantize_stage(
             None => z,
         }
     };
+    // calibrated range of each neuron's activation output
+    let ranges: Vec<(f64, f64)> = (0..n_out)
+        .map(|j| {
+            let row = &weight[j * n_in..(j + 1) * n_in];
+            q_calib
+                .iter()
+                .map(|q| {
+                    act(
+                        j,
+                        row.iter().zip(q).map(|(w, x)| w * x).sum::<i64>() + bias[j],
+                    )
+                })
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| {
+                    (lo.min(y), hi.max(y))
+                })
+        })
+        .collect();
     let out = if is_output {
-        // one scale for all classes
-        let mut lo = f64::INFINITY;
-        let mut hi = f64::NEG_INFINITY;
-        for q in q_calib {
-            for j in 0..n_out {
-                let a = weight[j * n_in..(j + 1) * n_in]
-                    .iter()
-                    .zip(q)
-                    .map(|(w, x)| w * x)
-                    .sum::<i64>()
-                    + bias[j];
-                let y = act(j, a);
-                lo = lo.min(y);
-                hi = hi.max(y);
-            }
-        }
-        // also cover every value the window can produce
+        // one scale for all classes, also covering every value the window can produce
+        let mut lo = ranges.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+        let mut hi = ranges.iter().map(|r| r.1).fold(f64::NEG_INFINITY, f64::max);
         for j in 0..n_out {
             for a in [
                 acc_min[j] - config.margin as i64,
@@ -497,26 +500,10 @@ fn quantize_stage(
         }
     } else {
         let bits = config.activation_bits_for(index);
-        let mut scale = Vec::with_capacity(n_out);
-        let mut zero_point = Vec::with_capacity(n_out);
-        for j in 0..n_out {
-            let mut lo = f64::INFINITY;
-            let mut hi = f64::NEG_INFINITY;
-            for q in q_calib {
-                let a = weight[j * n_in..(j + 1) * n_in]
-                    .iter()
-                    .zip(q)
-                    .map(|(w, x)| w * x)
-                    .sum::<i64>()
-                    + bias[j];
-                let y = act(j, a);
-                lo = lo.min(y);
-                hi = hi.max(y);
-            }
-            let (s, z) = AffineQuant::fit(bits, lo, hi);
-            scale.push(s);
-            zero_point.push(z);
-        }
+        let (scale, zero_point) = ranges
+            .iter()
+            .map(|(lo, hi)| AffineQuant::fit(bits, *lo, *hi))
+            .unzip();
         AffineQuant {
             bits,
             scale,

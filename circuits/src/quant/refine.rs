@@ -8,6 +8,7 @@
 //! convolution's receptive field) is preserved.
 
 use super::{QuantStage, QuantizedNet};
+use crate::data::log_softmax;
 
 /// One sample's downstream state before a tentative change.
 struct Saved {
@@ -24,12 +25,6 @@ struct State {
     out: Vec<Vec<Vec<i64>>>,
     /// per-sample loss
     loss: Vec<f64>,
-}
-
-fn log_softmax(v: &[f64]) -> Vec<f64> {
-    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let lse = v.iter().map(|x| (x - m).exp()).sum::<f64>().ln() + m;
-    v.iter().map(|x| x - lse).collect()
 }
 
 fn sample_loss(last: &QuantStage, out: &[i64], target: &[f64], target_logp: &[f64]) -> f64 {
