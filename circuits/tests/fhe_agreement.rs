@@ -64,3 +64,57 @@ fn digits_mlp_fhe_matches_clear() {
     );
     assert_eq!(agree, n);
 }
+
+/// Inputs unlike the calibration set push accumulators out of their window;
+/// the clear evaluator must still predict the encrypted result exactly
+/// (negacyclic wrap, no silent clipping).
+#[test]
+fn out_of_window_inputs_wrap_identically() {
+    let bundle =
+        ModelBundle::load(&repo("models/digits-mlp.onnx"), &DataOverride::default()).unwrap();
+    let opts = CompileOptions {
+        params: ParamSet::Message2Carry2,
+        quant: QuantConfig {
+            accumulator_bits: 5,
+            input_bits: 2,
+            activation_bits: 2,
+            refine_sweeps: 0,
+            ..Default::default()
+        },
+    };
+    let circuit = compile_bundle(&bundle, &opts).unwrap().circuit;
+    let n = circuit.input.len();
+    let max = (1i64 << circuit.input.bits) - 1;
+    let probes: Vec<Vec<i64>> = vec![
+        vec![max; n],
+        vec![0; n],
+        (0..n).map(|i| if i % 2 == 0 { max } else { 0 }).collect(),
+    ];
+    // at least one probe must actually leave the window somewhere
+    let window = circuit.window();
+    let overflowing = probes
+        .iter()
+        .filter(|q| {
+            let l = &circuit.layers[0];
+            (0..l.out_len).any(|j| {
+                let a: i64 = l
+                    .row(j)
+                    .iter()
+                    .zip(q.iter())
+                    .map(|(w, x)| w * x)
+                    .sum::<i64>()
+                    + l.offset[j];
+                !(0..window).contains(&a)
+            })
+        })
+        .count();
+    assert!(overflowing > 0, "no probe left the window");
+    let ck = ClientKey::generate(circuit.params);
+    let ek = ck.evaluation_key().decompress();
+    let eval = FheEvaluator::new(&circuit, &ek).unwrap();
+    for q in &probes {
+        let expected = clear::evaluate(&circuit, q).unwrap();
+        let (out, _) = eval.evaluate(&ck.encrypt(&circuit, q).unwrap()).unwrap();
+        assert_eq!(ck.decrypt(&circuit, &out).unwrap(), expected);
+    }
+}

@@ -122,3 +122,27 @@ fn circuit_artifact_roundtrips_and_rejects_other_versions() {
     assert!(report.contains("V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128"));
     assert!(report.contains("p_fail"));
 }
+
+#[test]
+fn lowering_preserves_the_float_model() {
+    for model in [
+        "models/digits-mlp.onnx",
+        "models/digits-cnn.onnx",
+        "models/cancer-mlp.onnx",
+    ] {
+        let bundle = ModelBundle::load(&repo(model), &DataOverride::default()).unwrap();
+        let net = blindfold_circuits::quant::lower(&bundle.graph).unwrap();
+        let (x, _) = bundle.rows(bundle.test).unwrap();
+        for row in x.iter().take(20) {
+            let lowered = net.eval(row);
+            let graph = bundle.graph.eval_logits::<f64>(row).unwrap();
+            assert_eq!(lowered.len(), graph.len());
+            for (a, b) in lowered.iter().zip(&graph) {
+                assert!(
+                    (a - b).abs() < 1e-9 * (1.0 + b.abs()),
+                    "{model}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
