@@ -118,3 +118,113 @@ fn out_of_window_inputs_wrap_identically() {
         assert_eq!(ck.decrypt(&circuit, &out).unwrap(), expected);
     }
 }
+
+/// A three-stage model with sigmoid and tanh activations, built by hand:
+/// every activation kind goes through lowering, quantization, compilation
+/// and both evaluators.
+#[test]
+fn sigmoid_tanh_three_layer_model_matches() {
+    use blindfold_circuits::compile::compile;
+    use blindfold_circuits::data::Preprocessing;
+    use blindfold_circuits::onnx::builder::*;
+    use blindfold_circuits::onnx::import_onnx_bytes;
+    use blindfold_circuits::quant::{lower, quantize};
+
+    // deterministic pseudo-random weights
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    };
+    let mut dense = |name: &str, out: usize, inp: usize| {
+        let w: Vec<f32> = (0..out * inp).map(|_| rnd() as f32).collect();
+        let b: Vec<f32> = (0..out).map(|_| (rnd() * 0.5) as f32).collect();
+        (
+            tensor_f32(&format!("{name}_w"), &[out as i64, inp as i64], &w),
+            tensor_f32(&format!("{name}_b"), &[out as i64], &b),
+        )
+    };
+    let (w1, b1) = dense("l1", 6, 8);
+    let (w2, b2) = dense("l2", 4, 6);
+    let (w3, b3) = dense("l3", 3, 4);
+    let m = model(
+        "input",
+        &[8],
+        "y",
+        vec![
+            node(
+                "Gemm",
+                "g1",
+                &["input", "l1_w", "l1_b"],
+                &["a"],
+                vec![attr_int("transB", 1)],
+            ),
+            node("Sigmoid", "s", &["a"], &["b"], vec![]),
+            node(
+                "Gemm",
+                "g2",
+                &["b", "l2_w", "l2_b"],
+                &["c"],
+                vec![attr_int("transB", 1)],
+            ),
+            node("Tanh", "t", &["c"], &["d"], vec![]),
+            node(
+                "Gemm",
+                "g3",
+                &["d", "l3_w", "l3_b"],
+                &["y"],
+                vec![attr_int("transB", 1)],
+            ),
+        ],
+        vec![w1, b1, w2, b2, w3, b3],
+    );
+    let graph = import_onnx_bytes(&encode(&m), "sig-tanh").unwrap();
+    let net = lower(&graph).unwrap();
+    assert_eq!(net.stages.len(), 3);
+    let calib: Vec<Vec<f64>> = (0..300)
+        .map(|_| (0..8).map(|_| rnd() * 2.0).collect())
+        .collect();
+    let config = QuantConfig {
+        accumulator_bits: 5,
+        input_bits: 3,
+        activation_bits: 3,
+        output_bits: 8,
+        ..Default::default()
+    };
+    let qnet = quantize(&net, &calib, &config).unwrap();
+    let qcalib: Vec<Vec<i64>> = calib
+        .iter()
+        .map(|x| qnet.quantize_input(x).unwrap())
+        .collect();
+    let circuit = compile(
+        "sig-tanh",
+        &qnet,
+        Preprocessing::None,
+        ParamSet::Message2Carry2,
+        &qcalib,
+    )
+    .unwrap();
+    assert_eq!(circuit.pbs_per_inference(), 6 + 4 + 3);
+    assert_eq!(circuit.ks_per_inference(), 4 + 3);
+    // the quantized circuit mostly agrees with the float model
+    let agree = calib
+        .iter()
+        .zip(&qcalib)
+        .filter(|(x, q)| {
+            let f = blindfold_circuits::data::argmax(&net.eval(x));
+            f == circuit.predict_class(&clear::evaluate(&circuit, q).unwrap())
+        })
+        .count();
+    assert!(agree * 10 >= calib.len() * 8, "{agree}/{}", calib.len());
+    let ck = ClientKey::generate(circuit.params);
+    let ek = ck.evaluation_key().decompress();
+    let eval = FheEvaluator::new(&circuit, &ek).unwrap();
+    for q in qcalib.iter().take(4) {
+        let expected = clear::evaluate(&circuit, q).unwrap();
+        let (out, stats) = eval.evaluate(&ck.encrypt(&circuit, q).unwrap()).unwrap();
+        assert_eq!(stats.bootstraps, 13);
+        assert_eq!(ck.decrypt(&circuit, &out).unwrap(), expected);
+    }
+}

@@ -267,7 +267,13 @@ impl CompressedEvaluationKey {
             && self.ksk.decomposition_base_log() == p.ks_base_log
             && self.ksk.decomposition_level_count() == p.ks_level
             && self.ksk.ciphertext_modulus() == p.ciphertext_modulus;
-        if bsk_ok && ksk_ok {
+        // seeded entities hold only bodies: one polynomial per GGSW row, one
+        // scalar per keyswitch-key row
+        let k1 = p.glwe_dimension.to_glwe_size().0;
+        let bsk_len = p.lwe_dimension.0 * k1 * p.pbs_level.0 * p.polynomial_size.0;
+        let ksk_len = self.params.big_lwe_dimension() * p.ks_level.0;
+        let sizes_ok = self.bsk.as_ref().len() == bsk_len && self.ksk.as_ref().len() == ksk_len;
+        if bsk_ok && ksk_ok && sizes_ok {
             Ok(())
         } else {
             Err(Error::Eval(format!(
