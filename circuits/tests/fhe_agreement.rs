@@ -228,3 +228,30 @@ fn sigmoid_tanh_three_layer_model_matches() {
         assert_eq!(ck.decrypt(&circuit, &out).unwrap(), expected);
     }
 }
+
+/// The configuration `blindfold bench` ships for R1 (3_3, 7-bit window).
+#[test]
+fn digits_mlp_on_message3_carry3_matches_clear() {
+    let bundle =
+        ModelBundle::load(&repo("models/digits-mlp.onnx"), &DataOverride::default()).unwrap();
+    let opts = CompileOptions {
+        params: ParamSet::Message3Carry3,
+        quant: QuantConfig {
+            accumulator_bits: 7,
+            input_bits: 3,
+            activation_bits: 4,
+            ..Default::default()
+        },
+    };
+    let circuit = compile_bundle(&bundle, &opts).unwrap().circuit;
+    let ck = ClientKey::generate(circuit.params);
+    let ek = ck.evaluation_key().decompress();
+    let eval = FheEvaluator::new(&circuit, &ek).unwrap();
+    let (rows, _) = bundle.dataset.rows(bundle.test).unwrap();
+    for raw in rows.iter().take(2) {
+        let q = circuit.input.quantize(raw).unwrap();
+        let expected = clear::evaluate(&circuit, &q).unwrap();
+        let (out, _) = eval.evaluate(&ck.encrypt(&circuit, &q).unwrap()).unwrap();
+        assert_eq!(ck.decrypt(&circuit, &out).unwrap(), expected);
+    }
+}
