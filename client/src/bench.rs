@@ -8,7 +8,9 @@ use serde::Serialize;
 use blindfold_circuits::compile::Circuit;
 use blindfold_circuits::data::argmax;
 use blindfold_circuits::eval::clear;
-use blindfold_circuits::eval::fhe::{time_primitives, Blob, ClientKey, FheEvaluator};
+use blindfold_circuits::eval::fhe::{
+    time_batched_bootstrap, time_primitives, Blob, ClientKey, FheEvaluator,
+};
 use blindfold_circuits::pipeline::{circuit_accuracy, ModelBundle};
 
 /// Everything `blindfold bench --json` prints.
@@ -38,6 +40,14 @@ pub struct BenchReport {
     pub pbs_ms: f64,
     pub pbs_floor_ms: f64,
     pub efficiency: f64,
+    /// One bootstrap's share of a batch of `pbs_batch` on one thread.
+    pub pbs_batched_ms: f64,
+    pub pbs_batch: usize,
+    /// Floor with each layer's bootstraps at the batched unit cost, per
+    /// worker (each layer's neurons split evenly across workers).
+    pub batched_floor_ms: f64,
+    /// batched floor ÷ latency: the parallel efficiency of the evaluator.
+    pub batched_efficiency: f64,
     pub plaintext_latency_us: f64,
     pub quantized_clear_latency_us: f64,
     pub keygen_ms: f64,
@@ -112,6 +122,11 @@ pub fn run(
         ek_bytes.len() as f64 / 1e6
     ));
     let (ks_s, pbs_s) = time_primitives(&ek, 8);
+    // the evaluator's batches: each layer split into one batch per worker
+    let threads = rayon::current_num_threads().max(1);
+    let widest = circuit.layers.iter().map(|l| l.out_len).max().unwrap_or(1);
+    let batch = widest.div_ceil(threads);
+    let pbs_batched_s = time_batched_bootstrap(&ek, batch);
     let evaluator = FheEvaluator::new(circuit, &ek)?;
     let samples = samples.min(raw.len());
     let mut lat = Vec::new();
@@ -155,10 +170,25 @@ pub fn run(
             }
         ));
     }
-    let threads = rayon::current_num_threads();
     let pbs = circuit.pbs_per_inference();
     let ks = circuit.ks_per_inference();
     let floor_ms = (pbs as f64 * pbs_s + ks as f64 * ks_s) * 1e3 / threads as f64;
+    // the same floor with each layer's bootstraps at the batched unit cost
+    let batched_floor_ms = circuit
+        .layers
+        .iter()
+        .map(|l| {
+            let per_thread = l.out_len.div_ceil(threads);
+            let unit = if per_thread > 1 { pbs_batched_s } else { pbs_s };
+            per_thread as f64 * unit
+                + if l.keyswitch {
+                    per_thread as f64 * ks_s
+                } else {
+                    0.0
+                }
+        })
+        .sum::<f64>()
+        * 1e3;
     let lat_min = lat.iter().copied().fold(f64::INFINITY, f64::min);
     let lat_med = median(&mut lat);
     let s = samples.max(1) as f64;
@@ -187,6 +217,14 @@ pub fn run(
         pbs_floor_ms: floor_ms,
         efficiency: if lat_med > 0.0 {
             floor_ms / lat_med
+        } else {
+            0.0
+        },
+        pbs_batched_ms: pbs_batched_s * 1e3,
+        pbs_batch: batch,
+        batched_floor_ms,
+        batched_efficiency: if lat_med > 0.0 {
+            batched_floor_ms / lat_med
         } else {
             0.0
         },
@@ -257,6 +295,11 @@ impl BenchReport {
             self.pbs_floor_ms,
             self.worker_threads,
             self.efficiency
+        );
+        let _ = writeln!(
+            s,
+            "batched: {:.2} ms per PBS in batches of {}; batched floor {:.1} ms; parallel efficiency {:.2}",
+            self.pbs_batched_ms, self.pbs_batch, self.batched_floor_ms, self.batched_efficiency
         );
         let _ = writeln!(
             s,

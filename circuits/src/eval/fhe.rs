@@ -676,6 +676,38 @@ pub fn time_primitives(key: &EvaluationKey, reps: usize) -> (f64, f64) {
     (ks / reps as f64, pbs / reps as f64)
 }
 
+/// Time per bootstrap (seconds) when `batch` bootstraps share one pass over
+/// the bootstrap key on one thread, as the evaluator runs them: the unit of
+/// the batched PBS floor.
+pub fn time_batched_bootstrap(key: &EvaluationKey, batch: usize) -> f64 {
+    let p = key.params.tfhe();
+    let batch = batch.max(1);
+    let big_size = LweDimension(key.params.big_lwe_dimension()).to_lwe_size();
+    let log_2n = CiphertextModulusLog(p.polynomial_size.0.trailing_zeros() as usize + 1);
+    let lut = GlweCiphertext::new(
+        0u64,
+        p.glwe_dimension.to_glwe_size(),
+        p.polynomial_size,
+        p.ciphertext_modulus,
+    );
+    let luts = vec![lut; batch];
+    let msed: Vec<SwitchedLwe> = (0..batch)
+        .map(|b| {
+            let mut small =
+                LweCiphertext::new(0u64, p.lwe_dimension.to_lwe_size(), p.ciphertext_modulus);
+            for (i, v) in small.as_mut().iter_mut().enumerate() {
+                *v = ((i + 7919 * b) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            }
+            SwitchedLwe::centered(&small, log_2n)
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    let out = blind_rotate_batch(&key.fourier_bsk, &luts, &msed, big_size);
+    let elapsed = t.elapsed().as_secs_f64();
+    std::hint::black_box(out);
+    elapsed / batch as f64
+}
+
 /// Runs a single keyswitch + bootstrap of `table` (2^precision entries,
 /// outputs at `out_bits` precision) on each big-key ciphertext: used to
 /// measure the bootstrap failure rate against the model.
