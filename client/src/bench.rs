@@ -6,7 +6,6 @@ use std::time::Instant;
 use serde::Serialize;
 
 use blindfold_circuits::compile::Circuit;
-use blindfold_circuits::data::argmax;
 use blindfold_circuits::eval::clear;
 use blindfold_circuits::eval::fhe::{
     time_batched_bootstrap, time_primitives, Blob, ClientKey, FheEvaluator,
@@ -192,7 +191,6 @@ pub fn run(
     let lat_min = lat.iter().copied().fold(f64::INFINITY, f64::min);
     let lat_med = median(&mut lat);
     let s = samples.max(1) as f64;
-    let _ = argmax::<f64>;
     Ok(BenchReport {
         model: bundle.name.clone(),
         params: circuit.params.name().to_string(),

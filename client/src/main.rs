@@ -133,26 +133,17 @@ fn compile_model(model: &Path, a: &CompileArgs) -> anyhow::Result<(ModelBundle, 
         stage_activation_bits: a.layer_activation_bits.clone(),
         ..QuantConfig::default()
     };
-    let fixed = a.input_bits.is_some() && a.activation_bits.is_some();
-    if let Some(b) = a.input_bits {
-        base.input_bits = b;
+    if let Some(b) = a.accumulator_bits {
+        base.accumulator_bits = b;
     }
-    if let Some(b) = a.activation_bits {
-        base.activation_bits = b;
-    }
-    base.accumulator_bits = a
-        .accumulator_bits
-        .unwrap_or_else(|| select::default_window(params.unwrap_or(ParamSet::Message2Carry2)));
-    let explicit_window = a.accumulator_bits.is_some();
-    let (_, compiled) = select::choose(
-        &bundle,
-        params,
-        &base,
-        fixed,
-        explicit_window,
-        a.max_loss,
-        &mut |m| eprintln!("{m}"),
-    )?;
+    let widths = select::Widths {
+        input_bits: a.input_bits,
+        activation_bits: a.activation_bits,
+        accumulator_bits: a.accumulator_bits,
+    };
+    let (_, compiled) = select::choose(&bundle, params, &base, &widths, a.max_loss, &mut |m| {
+        eprintln!("{m}")
+    })?;
     Ok((bundle, compiled.circuit))
 }
 

@@ -23,14 +23,21 @@ pub fn default_window(params: ParamSet) -> u32 {
     }
 }
 
+/// Widths fixed by the user; `None` means chosen here.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Widths {
+    pub input_bits: Option<u32>,
+    pub activation_bits: Option<u32>,
+    pub accumulator_bits: Option<u32>,
+}
+
 /// Picks options (`params = None` means auto) and compiles with them on all
 /// training rows.
 pub fn choose(
     bundle: &ModelBundle,
     params: Option<ParamSet>,
     base: &QuantConfig,
-    fixed_widths: bool,
-    explicit_window: bool,
+    widths: &Widths,
     max_loss: f64,
     log: &mut dyn FnMut(String),
 ) -> anyhow::Result<(CompileOptions, Compiled)> {
@@ -38,18 +45,29 @@ pub fn choose(
         Some(p) => vec![p],
         None => vec![ParamSet::Message2Carry2, ParamSet::Message3Carry3],
     };
+    let input_choices = widths.input_bits.map_or(vec![2, 3], |b| vec![b]);
+    let activation_choices = widths.activation_bits.map_or(vec![2, 3, 4], |b| vec![b]);
     let mut variants = Vec::new();
-    if fixed_widths {
-        variants.push(base.clone());
-    } else {
-        for ib in [2u32, 3] {
-            for ab in [2u32, 3, 4] {
-                let mut q = base.clone();
-                q.input_bits = ib;
-                q.activation_bits = ab;
-                variants.push(q);
-            }
+    for ib in &input_choices {
+        for ab in &activation_choices {
+            let mut q = base.clone();
+            q.input_bits = *ib;
+            q.activation_bits = *ab;
+            variants.push(q);
         }
+    }
+    if candidates.len() == 1 && variants.len() == 1 {
+        // nothing to choose
+        let mut q = variants.remove(0);
+        q.accumulator_bits = widths
+            .accumulator_bits
+            .unwrap_or_else(|| default_window(candidates[0]));
+        let opts = CompileOptions {
+            params: candidates[0],
+            quant: q,
+        };
+        let compiled = compile_bundle(bundle, &opts)?;
+        return Ok((opts, compiled));
     }
     let train = bundle.train;
     let n_train = train.end - train.start + 1;
@@ -76,9 +94,9 @@ pub fn choose(
         let mut float_acc = 0.0;
         for v in &variants {
             let mut q = v.clone();
-            if !explicit_window {
-                q.accumulator_bits = default_window(*ps);
-            }
+            q.accumulator_bits = widths
+                .accumulator_bits
+                .unwrap_or_else(|| default_window(*ps));
             let opts = CompileOptions {
                 params: *ps,
                 quant: q,
