@@ -255,3 +255,80 @@ fn digits_mlp_on_message3_carry3_matches_clear() {
         assert_eq!(ck.decrypt(&circuit, &out).unwrap(), expected);
     }
 }
+
+/// A purely linear model (softmax regression): one stage, whose bootstrap
+/// requantizes the logits — the client still decrypts only bootstrap outputs.
+#[test]
+fn single_linear_layer_model_matches() {
+    use blindfold_circuits::compile::compile;
+    use blindfold_circuits::data::Preprocessing;
+    use blindfold_circuits::onnx::builder::*;
+    use blindfold_circuits::onnx::import_onnx_bytes;
+    use blindfold_circuits::quant::{lower, quantize};
+
+    let w: Vec<f32> = (0..5 * 3)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0)
+        .collect();
+    let m = model(
+        "input",
+        &[5],
+        "p",
+        vec![
+            node(
+                "Gemm",
+                "g",
+                &["input", "w", "b"],
+                &["z"],
+                vec![attr_int("transB", 1)],
+            ),
+            node("Softmax", "sm", &["z"], &["p"], vec![attr_int("axis", 1)]),
+        ],
+        vec![
+            tensor_f32("w", &[3, 5], &w),
+            tensor_f32("b", &[3], &[0.1, -0.2, 0.05]),
+        ],
+    );
+    let graph = import_onnx_bytes(&encode(&m), "softmax-regression").unwrap();
+    let net = lower(&graph).unwrap();
+    assert_eq!(net.stages.len(), 1);
+    assert!(net.dropped_softmax);
+    let calib: Vec<Vec<f64>> = (0..64)
+        .map(|i| {
+            (0..5)
+                .map(|k| ((i * (k + 3)) % 9) as f64 / 4.0 - 1.0)
+                .collect()
+        })
+        .collect();
+    let qnet = quantize(
+        &net,
+        &calib,
+        &QuantConfig {
+            accumulator_bits: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let qcalib: Vec<Vec<i64>> = calib
+        .iter()
+        .map(|x| qnet.quantize_input(x).unwrap())
+        .collect();
+    let circuit = compile(
+        "lin",
+        &qnet,
+        Preprocessing::None,
+        ParamSet::Message2Carry2,
+        &qcalib,
+    )
+    .unwrap();
+    assert_eq!(circuit.pbs_per_inference(), 3);
+    assert_eq!(circuit.ks_per_inference(), 0);
+    let ck = ClientKey::generate(circuit.params);
+    let ek = ck.evaluation_key().decompress();
+    let eval = FheEvaluator::new(&circuit, &ek).unwrap();
+    for q in qcalib.iter().take(3) {
+        let expected = clear::evaluate(&circuit, q).unwrap();
+        let (out, stats) = eval.evaluate(&ck.encrypt(&circuit, q).unwrap()).unwrap();
+        assert_eq!(stats.bootstraps, 3);
+        assert_eq!(ck.decrypt(&circuit, &out).unwrap(), expected);
+    }
+}
