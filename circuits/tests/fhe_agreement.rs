@@ -1,7 +1,7 @@
 //! Clear vs FHE evaluator on real ciphertexts: the decrypted outputs must
 //! equal the clear evaluator's, bit for bit.
 
-use blindfold_circuits::compile::CompileOptions;
+use blindfold_circuits::compile::{Circuit, CompileOptions};
 use blindfold_circuits::eval::clear;
 use blindfold_circuits::eval::fhe::{
     Blob, ClientKey, CompressedEvaluationKey, EncryptedInput, FheEvaluator,
@@ -14,6 +14,21 @@ fn repo(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(path)
+}
+
+/// Encrypts each quantized input under fresh keys, evaluates it, and asserts
+/// the decryption equals the clear evaluator's output and the bootstrap
+/// count equals the circuit's.
+fn assert_fhe_matches_clear(circuit: &Circuit, inputs: &[Vec<i64>]) {
+    let ck = ClientKey::generate(circuit.params);
+    let ek = ck.evaluation_key().decompress();
+    let eval = FheEvaluator::new(circuit, &ek).unwrap();
+    for q in inputs {
+        let expected = clear::evaluate(circuit, q).unwrap();
+        let (out, stats) = eval.evaluate(&ck.encrypt(circuit, q).unwrap()).unwrap();
+        assert_eq!(stats.bootstraps, circuit.pbs_per_inference());
+        assert_eq!(ck.decrypt(circuit, &out).unwrap(), expected);
+    }
 }
 
 #[test]
@@ -109,14 +124,7 @@ fn out_of_window_inputs_wrap_identically() {
         })
         .count();
     assert!(overflowing > 0, "no probe left the window");
-    let ck = ClientKey::generate(circuit.params);
-    let ek = ck.evaluation_key().decompress();
-    let eval = FheEvaluator::new(&circuit, &ek).unwrap();
-    for q in &probes {
-        let expected = clear::evaluate(&circuit, q).unwrap();
-        let (out, _) = eval.evaluate(&ck.encrypt(&circuit, q).unwrap()).unwrap();
-        assert_eq!(ck.decrypt(&circuit, &out).unwrap(), expected);
-    }
+    assert_fhe_matches_clear(&circuit, &probes);
 }
 
 /// A three-stage model with sigmoid and tanh activations, built by hand:
@@ -218,15 +226,7 @@ fn sigmoid_tanh_three_layer_model_matches() {
         })
         .count();
     assert!(agree * 10 >= calib.len() * 8, "{agree}/{}", calib.len());
-    let ck = ClientKey::generate(circuit.params);
-    let ek = ck.evaluation_key().decompress();
-    let eval = FheEvaluator::new(&circuit, &ek).unwrap();
-    for q in qcalib.iter().take(4) {
-        let expected = clear::evaluate(&circuit, q).unwrap();
-        let (out, stats) = eval.evaluate(&ck.encrypt(&circuit, q).unwrap()).unwrap();
-        assert_eq!(stats.bootstraps, 13);
-        assert_eq!(ck.decrypt(&circuit, &out).unwrap(), expected);
-    }
+    assert_fhe_matches_clear(&circuit, &qcalib[..4]);
 }
 
 /// The configuration `blindfold bench` ships for R1 (3_3, 7-bit window).
@@ -244,16 +244,12 @@ fn digits_mlp_on_message3_carry3_matches_clear() {
         },
     };
     let circuit = compile_bundle(&bundle, &opts).unwrap().circuit;
-    let ck = ClientKey::generate(circuit.params);
-    let ek = ck.evaluation_key().decompress();
-    let eval = FheEvaluator::new(&circuit, &ek).unwrap();
     let (rows, _) = bundle.dataset.rows(bundle.test).unwrap();
-    for raw in rows.iter().take(2) {
-        let q = circuit.input.quantize(raw).unwrap();
-        let expected = clear::evaluate(&circuit, &q).unwrap();
-        let (out, _) = eval.evaluate(&ck.encrypt(&circuit, &q).unwrap()).unwrap();
-        assert_eq!(ck.decrypt(&circuit, &out).unwrap(), expected);
-    }
+    let inputs: Vec<Vec<i64>> = rows[..2]
+        .iter()
+        .map(|r| circuit.input.quantize(r).unwrap())
+        .collect();
+    assert_fhe_matches_clear(&circuit, &inputs);
 }
 
 /// A purely linear model (softmax regression): one stage, whose bootstrap
@@ -322,13 +318,5 @@ fn single_linear_layer_model_matches() {
     .unwrap();
     assert_eq!(circuit.pbs_per_inference(), 3);
     assert_eq!(circuit.ks_per_inference(), 0);
-    let ck = ClientKey::generate(circuit.params);
-    let ek = ck.evaluation_key().decompress();
-    let eval = FheEvaluator::new(&circuit, &ek).unwrap();
-    for q in qcalib.iter().take(3) {
-        let expected = clear::evaluate(&circuit, q).unwrap();
-        let (out, stats) = eval.evaluate(&ck.encrypt(&circuit, q).unwrap()).unwrap();
-        assert_eq!(stats.bootstraps, 3);
-        assert_eq!(ck.decrypt(&circuit, &out).unwrap(), expected);
-    }
+    assert_fhe_matches_clear(&circuit, &qcalib[..3]);
 }
