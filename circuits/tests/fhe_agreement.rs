@@ -16,6 +16,16 @@ fn repo(path: &str) -> std::path::PathBuf {
         .join(path)
 }
 
+/// R1 with the given parameter set and quantization.
+fn digits_mlp(params: ParamSet, quant: QuantConfig) -> (ModelBundle, Circuit) {
+    let bundle =
+        ModelBundle::load(&repo("models/digits-mlp.onnx"), &DataOverride::default()).unwrap();
+    let circuit = compile_bundle(&bundle, &CompileOptions { params, quant })
+        .unwrap()
+        .circuit;
+    (bundle, circuit)
+}
+
 /// Encrypts each quantized input under fresh keys, evaluates it, and asserts
 /// the decryption equals the clear evaluator's output and the bootstrap
 /// count equals the circuit's.
@@ -33,18 +43,15 @@ fn assert_fhe_matches_clear(circuit: &Circuit, inputs: &[Vec<i64>]) {
 
 #[test]
 fn digits_mlp_fhe_matches_clear() {
-    let bundle =
-        ModelBundle::load(&repo("models/digits-mlp.onnx"), &DataOverride::default()).unwrap();
-    let opts = CompileOptions {
-        params: ParamSet::Message2Carry2,
-        quant: QuantConfig {
+    let (bundle, circuit) = digits_mlp(
+        ParamSet::Message2Carry2,
+        QuantConfig {
             accumulator_bits: 5,
             input_bits: 2,
             activation_bits: 2,
             ..Default::default()
         },
-    };
-    let circuit = compile_bundle(&bundle, &opts).unwrap().circuit;
+    );
     assert_eq!(circuit.pbs_per_inference(), 42);
     let ck = ClientKey::generate(circuit.params);
     let ek_bytes = ck.evaluation_key().to_bytes().unwrap();
@@ -85,19 +92,16 @@ fn digits_mlp_fhe_matches_clear() {
 /// (negacyclic wrap, no silent clipping).
 #[test]
 fn out_of_window_inputs_wrap_identically() {
-    let bundle =
-        ModelBundle::load(&repo("models/digits-mlp.onnx"), &DataOverride::default()).unwrap();
-    let opts = CompileOptions {
-        params: ParamSet::Message2Carry2,
-        quant: QuantConfig {
+    let (_, circuit) = digits_mlp(
+        ParamSet::Message2Carry2,
+        QuantConfig {
             accumulator_bits: 5,
             input_bits: 2,
             activation_bits: 2,
             refine_sweeps: 0,
             ..Default::default()
         },
-    };
-    let circuit = compile_bundle(&bundle, &opts).unwrap().circuit;
+    );
     let n = circuit.input.len();
     let max = (1i64 << circuit.input.bits) - 1;
     let probes: Vec<Vec<i64>> = vec![
@@ -232,18 +236,15 @@ fn sigmoid_tanh_three_layer_model_matches() {
 /// The configuration `blindfold bench` ships for R1 (3_3, 7-bit window).
 #[test]
 fn digits_mlp_on_message3_carry3_matches_clear() {
-    let bundle =
-        ModelBundle::load(&repo("models/digits-mlp.onnx"), &DataOverride::default()).unwrap();
-    let opts = CompileOptions {
-        params: ParamSet::Message3Carry3,
-        quant: QuantConfig {
+    let (bundle, circuit) = digits_mlp(
+        ParamSet::Message3Carry3,
+        QuantConfig {
             accumulator_bits: 7,
             input_bits: 3,
             activation_bits: 4,
             ..Default::default()
         },
-    };
-    let circuit = compile_bundle(&bundle, &opts).unwrap().circuit;
+    );
     let (rows, _) = bundle.dataset.rows(bundle.test).unwrap();
     let inputs: Vec<Vec<i64>> = rows[..2]
         .iter()

@@ -431,30 +431,34 @@ pub(crate) fn concat(parts: &[&Const], axis: i64) -> Result<Const, String> {
     let inner: usize = first.dims[axis + 1..].iter().product();
     let mut dims = first.dims.clone();
     dims[axis] = parts.iter().map(|p| p.dims[axis]).sum();
-    let data = if parts.iter().all(|p| matches!(p.data, Data::F32(_))) {
+    // interleave each part's slab of `dims[axis] * inner` values per outer index
+    fn interleave<T: Clone>(slices: &[(&[T], usize)], outer: usize) -> Vec<T> {
         let mut out = Vec::new();
         for o in 0..outer {
-            for p in parts {
-                if let Data::F32(v) = &p.data {
-                    let chunk = p.dims[axis] * inner;
-                    out.extend_from_slice(&v[o * chunk..(o + 1) * chunk]);
-                }
+            for (v, chunk) in slices {
+                out.extend_from_slice(&v[o * chunk..(o + 1) * chunk]);
             }
         }
-        Data::F32(out)
-    } else if parts.iter().all(|p| matches!(p.data, Data::Int(_))) {
-        let mut out = Vec::new();
-        for o in 0..outer {
-            for p in parts {
-                if let Data::Int(v) = &p.data {
-                    let chunk = p.dims[axis] * inner;
-                    out.extend_from_slice(&v[o * chunk..(o + 1) * chunk]);
-                }
-            }
-        }
-        Data::Int(out)
-    } else {
-        return Err("inputs have different or unsupported element types".into());
+        out
+    }
+    let floats: Option<Vec<(&[f32], usize)>> = parts
+        .iter()
+        .map(|p| match &p.data {
+            Data::F32(v) => Some((v.as_slice(), p.dims[axis] * inner)),
+            _ => None,
+        })
+        .collect();
+    let ints: Option<Vec<(&[SymInt], usize)>> = parts
+        .iter()
+        .map(|p| match &p.data {
+            Data::Int(v) => Some((v.as_slice(), p.dims[axis] * inner)),
+            _ => None,
+        })
+        .collect();
+    let data = match (floats, ints) {
+        (Some(f), _) => Data::F32(interleave(&f, outer)),
+        (None, Some(i)) => Data::Int(interleave(&i, outer)),
+        _ => return Err("inputs have different or unsupported element types".into()),
     };
     Ok(Const {
         dims,
