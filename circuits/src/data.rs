@@ -130,6 +130,26 @@ pub enum Preprocessing {
 }
 
 impl Preprocessing {
+    /// Checks the parameters against a feature count.
+    pub fn check_len(&self, len: usize) -> Result<()> {
+        match self {
+            Preprocessing::None => Ok(()),
+            Preprocessing::Standardize { mean, std } => {
+                if mean.len() != len || std.len() != len {
+                    return Err(Error::Data(format!(
+                        "standardization has {} means and {} deviations for {len} features",
+                        mean.len(),
+                        std.len()
+                    )));
+                }
+                if mean.iter().chain(std).any(|v| !v.is_finite()) {
+                    return Err(Error::Data("standardization values must be finite".into()));
+                }
+                Ok(())
+            }
+        }
+    }
+
     pub fn apply(&self, x: &[f64]) -> Result<Vec<f64>> {
         match self {
             Preprocessing::None => Ok(x.to_vec()),
@@ -196,12 +216,14 @@ impl Manifest {
     }
 }
 
-pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<String> {
+/// Reads a UTF-8 file of at most `limit` bytes.
+pub fn read_limited(path: &Path, limit: u64) -> Result<String> {
     let bytes = read_bytes_limited(path, limit)?;
     String::from_utf8(bytes).map_err(|e| Error::Data(format!("{}: {e}", path.display())))
 }
 
-pub(crate) fn read_bytes_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+/// Reads a file of at most `limit` bytes.
+pub fn read_bytes_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     use std::io::Read;
     let io = |source| Error::Io {
         path: path.display().to_string(),

@@ -24,6 +24,8 @@ pub enum Error {
     Compile(String),
     #[error("evaluation error: {0}")]
     Eval(String),
+    #[error("evaluation cancelled")]
+    Cancelled,
     #[error("circuit artifact error: {0}")]
     Artifact(String),
     #[error("i/o error on {path}: {source}")]

@@ -35,9 +35,11 @@ fn assert_fhe_matches_clear(circuit: &Circuit, inputs: &[Vec<i64>]) {
     let eval = FheEvaluator::new(circuit, &ek).unwrap();
     for q in inputs {
         let expected = clear::evaluate(circuit, q).unwrap();
-        let (out, stats) = eval.evaluate(&ck.encrypt(circuit, q).unwrap()).unwrap();
+        let (out, stats) = eval
+            .evaluate(&ck.encrypt(&circuit.client_spec(), q).unwrap())
+            .unwrap();
         assert_eq!(stats.bootstraps, circuit.pbs_per_inference());
-        assert_eq!(ck.decrypt(circuit, &out).unwrap(), expected);
+        assert_eq!(ck.decrypt(&circuit.client_spec(), &out).unwrap(), expected);
     }
 }
 
@@ -66,12 +68,12 @@ fn digits_mlp_fhe_matches_clear() {
     for raw in rows.iter().take(n) {
         let q = circuit.input.quantize(raw).unwrap();
         let expected = clear::evaluate(&circuit, &q).unwrap();
-        let enc = ck.encrypt(&circuit, &q).unwrap();
+        let enc = ck.encrypt(&circuit.client_spec(), &q).unwrap();
         let enc = EncryptedInput::from_bytes(&enc.to_bytes().unwrap(), 1 << 20).unwrap();
         let (out, stats) = eval.evaluate(&enc).unwrap();
         assert_eq!(stats.bootstraps, 42);
         assert_eq!(stats.keyswitches, 10);
-        let got = ck.decrypt(&circuit, &out).unwrap();
+        let got = ck.decrypt(&circuit.client_spec(), &out).unwrap();
         if got == expected {
             agree += 1;
         } else {

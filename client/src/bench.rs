@@ -137,7 +137,7 @@ pub fn run(
         let q = circuit.input.quantize(x)?;
         let expected = clear::evaluate(circuit, &q)?;
         let t = Instant::now();
-        let enc = ck.encrypt(circuit, &q)?;
+        let enc = ck.encrypt(&circuit.client_spec(), &q)?;
         let enc_bytes = enc.to_bytes()?;
         enc_ms.push(t.elapsed().as_secs_f64() * 1e3);
         in_bytes = enc_bytes.len();
@@ -146,7 +146,7 @@ pub fn run(
         let out_blob = out.to_bytes()?;
         out_bytes = out_blob.len();
         let t = Instant::now();
-        let got = ck.decrypt(circuit, &out)?;
+        let got = ck.decrypt(&circuit.client_spec(), &out)?;
         dec_ms.push(t.elapsed().as_secs_f64() * 1e3);
         let class = circuit.predict_class(&got);
         if got == expected {

@@ -131,6 +131,95 @@ pub struct Circuit {
     pub report: Report,
 }
 
+/// What a client needs to encrypt inputs for a circuit and read its outputs:
+/// everything but the weights and tables (the server's secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientSpec {
+    pub name: String,
+    pub params: ParamSet,
+    /// `p`: inputs are encrypted as `q·2^(63-p)`.
+    pub precision_bits: u32,
+    pub input: InputSpec,
+    pub classes: usize,
+    /// Outputs are integers modulo `2^(output_bits+1)`, read as signed.
+    pub output_bits: u32,
+    pub output_scale: f64,
+    pub output_zero_point: i64,
+}
+
+impl ClientSpec {
+    /// Decoded logits (signed output values times the output scale).
+    pub fn decode_output(&self, out: &[i64]) -> Vec<f64> {
+        let modulus = 1i64 << (self.output_bits + 1);
+        out.iter()
+            .map(|v| {
+                let v = v.rem_euclid(modulus);
+                let signed = if v >= modulus / 2 { v - modulus } else { v };
+                self.output_scale * (signed - self.output_zero_point) as f64
+            })
+            .collect()
+    }
+
+    /// Predicted class for a (decrypted or clear) output vector.
+    pub fn predict_class(&self, out: &[i64]) -> usize {
+        crate::data::argmax(&self.decode_output(out))
+    }
+
+    /// Checks a spec that came from elsewhere (a server, a file) before
+    /// keys or ciphertexts are made from it.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Artifact(format!("client spec: {m}")));
+        let n = self.params.polynomial_size() as u64;
+        if self.precision_bits == 0 || (1u64 << self.precision_bits) > n {
+            return bad(format!(
+                "precision {} bits out of range",
+                self.precision_bits
+            ));
+        }
+        if self.input.bits == 0 || self.input.bits > self.precision_bits {
+            return bad(format!("input bits {} out of range", self.input.bits));
+        }
+        if self.output_bits == 0 || self.output_bits > self.params.max_output_bits() {
+            return bad(format!("output bits {} out of range", self.output_bits));
+        }
+        let len = self.input.len();
+        let shape_len: usize = self.input.shape.iter().product();
+        if len == 0 || len > 1 << 16 || shape_len != len || self.input.zero_point.len() != len {
+            return bad("inconsistent input shape, scales and zero points".into());
+        }
+        if self
+            .input
+            .scale
+            .iter()
+            .any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return bad("input scales must be positive and finite".into());
+        }
+        if self.classes == 0 || self.classes > 1 << 16 || !self.output_scale.is_finite() {
+            return bad("invalid output description".into());
+        }
+        self.input
+            .preprocessing
+            .check_len(len)
+            .map_err(|e| Error::Artifact(e.to_string()))
+    }
+}
+
+impl From<&Circuit> for ClientSpec {
+    fn from(c: &Circuit) -> Self {
+        Self {
+            name: c.name.clone(),
+            params: c.params,
+            precision_bits: c.precision_bits,
+            input: c.input.clone(),
+            classes: c.classes,
+            output_bits: c.output_bits,
+            output_scale: c.output_scale,
+            output_zero_point: c.output_zero_point,
+        }
+    }
+}
+
 /// Compiler options.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CompileOptions {
@@ -173,16 +262,14 @@ impl Circuit {
             .sum()
     }
 
+    /// The client's view of this circuit (no weights, no tables).
+    pub fn client_spec(&self) -> ClientSpec {
+        ClientSpec::from(self)
+    }
+
     /// Decoded logits (signed output values times the output scale).
     pub fn decode_output(&self, out: &[i64]) -> Vec<f64> {
-        let modulus = 1i64 << (self.output_bits + 1);
-        out.iter()
-            .map(|v| {
-                let v = v.rem_euclid(modulus);
-                let signed = if v >= modulus / 2 { v - modulus } else { v };
-                self.output_scale * (signed - self.output_zero_point) as f64
-            })
-            .collect()
+        self.client_spec().decode_output(out)
     }
 
     /// Predicted class for a (decrypted or clear) output vector.

@@ -18,7 +18,7 @@ use tfhe::core_crypto::prelude::*;
 
 use tfhe::shortint::parameters::ClassicPBSParameters;
 
-use crate::compile::Circuit;
+use crate::compile::{Circuit, ClientSpec};
 use crate::params::ParamSet;
 use crate::{Error, Result};
 
@@ -54,6 +54,14 @@ pub struct EvaluationKey {
     pub params: ParamSet,
     fourier_bsk: FourierLweBootstrapKeyOwned,
     ksk: LweKeyswitchKeyOwned<u64>,
+}
+
+impl EvaluationKey {
+    /// Bytes of memory the key's buffers occupy (for cache budgets).
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(self.fourier_bsk.as_view().data())
+            + std::mem::size_of_val(self.ksk.as_ref())
+    }
 }
 
 /// Encrypted, quantized model input (seeded list under the small key).
@@ -125,8 +133,9 @@ impl ClientKey {
         }
     }
 
-    /// Encrypts quantized inputs (each in `[0, 2^input_bits)`) for `circuit`.
-    pub fn encrypt(&self, circuit: &Circuit, q: &[i64]) -> Result<EncryptedInput> {
+    /// Encrypts quantized inputs (each in `[0, 2^input_bits)`) for the
+    /// circuit `circuit` describes.
+    pub fn encrypt(&self, circuit: &ClientSpec, q: &[i64]) -> Result<EncryptedInput> {
         self.check_params(circuit)?;
         if q.len() != circuit.input.len() {
             return Err(Error::InputLength {
@@ -169,7 +178,7 @@ impl ClientKey {
 
     /// Decrypts outputs to integers modulo `2^(output_bits+1)`, the same
     /// representation the clear evaluator returns.
-    pub fn decrypt(&self, circuit: &Circuit, out: &EncryptedOutput) -> Result<Vec<i64>> {
+    pub fn decrypt(&self, circuit: &ClientSpec, out: &EncryptedOutput) -> Result<Vec<i64>> {
         self.check_params(circuit)?;
         if out.cts.lwe_ciphertext_count().0 != circuit.classes
             || out.output_bits != circuit.output_bits
@@ -193,7 +202,7 @@ impl ClientKey {
             .collect()
     }
 
-    fn check_params(&self, circuit: &Circuit) -> Result<()> {
+    fn check_params(&self, circuit: &ClientSpec) -> Result<()> {
         if circuit.params != self.params {
             return Err(Error::Eval(format!(
                 "key is for {}, circuit uses {}",
@@ -254,26 +263,31 @@ impl CompressedEvaluationKey {
     }
 
     /// Checks the key's dimensions against its declared parameter set.
+    /// Plain fields and buffer lengths are compared before any derived
+    /// dimension is computed, so hostile bytes cannot cause a division by
+    /// zero.
     pub fn check_conformance(&self) -> Result<()> {
         let p = self.params.tfhe();
-        let bsk_ok = self.bsk.input_lwe_dimension() == p.lwe_dimension
-            && self.bsk.glwe_size() == p.glwe_dimension.to_glwe_size()
+        let k1 = p.glwe_dimension.to_glwe_size().0;
+        // seeded entities hold only bodies: one polynomial per GGSW row, one
+        // scalar per keyswitch-key row
+        let bsk_len = p.lwe_dimension.0 * k1 * p.pbs_level.0 * p.polynomial_size.0;
+        let ksk_len = self.params.big_lwe_dimension() * p.ks_level.0;
+        let shape_ok = self.bsk.glwe_size() == p.glwe_dimension.to_glwe_size()
             && self.bsk.polynomial_size() == p.polynomial_size
             && self.bsk.decomposition_base_log() == p.pbs_base_log
             && self.bsk.decomposition_level_count() == p.pbs_level
-            && self.bsk.ciphertext_modulus() == p.ciphertext_modulus;
-        let ksk_ok = self.ksk.input_key_lwe_dimension().0 == self.params.big_lwe_dimension()
+            && self.bsk.ciphertext_modulus() == p.ciphertext_modulus
             && self.ksk.output_key_lwe_dimension() == p.lwe_dimension
             && self.ksk.decomposition_base_log() == p.ks_base_log
             && self.ksk.decomposition_level_count() == p.ks_level
-            && self.ksk.ciphertext_modulus() == p.ciphertext_modulus;
-        // seeded entities hold only bodies: one polynomial per GGSW row, one
-        // scalar per keyswitch-key row
-        let k1 = p.glwe_dimension.to_glwe_size().0;
-        let bsk_len = p.lwe_dimension.0 * k1 * p.pbs_level.0 * p.polynomial_size.0;
-        let ksk_len = self.params.big_lwe_dimension() * p.ks_level.0;
-        let sizes_ok = self.bsk.as_ref().len() == bsk_len && self.ksk.as_ref().len() == ksk_len;
-        if bsk_ok && ksk_ok && sizes_ok {
+            && self.ksk.ciphertext_modulus() == p.ciphertext_modulus
+            && self.bsk.as_ref().len() == bsk_len
+            && self.ksk.as_ref().len() == ksk_len;
+        if shape_ok
+            && self.bsk.input_lwe_dimension() == p.lwe_dimension
+            && self.ksk.input_key_lwe_dimension().0 == self.params.big_lwe_dimension()
+        {
             Ok(())
         } else {
             Err(Error::Eval(format!(
@@ -352,6 +366,30 @@ impl Blob for EncryptedOutput {
     const KIND: &'static str = "encrypted-output";
 }
 
+/// Checks an encrypted input (e.g. just deserialized from a client's bytes)
+/// against a circuit: parameter set, encoding, ciphertext size and count.
+pub fn check_input(circuit: &Circuit, input: &EncryptedInput) -> Result<()> {
+    let p = circuit.params.tfhe();
+    if input.params != circuit.params
+        || input.precision_bits != circuit.precision_bits
+        || input.cts.lwe_size() != p.lwe_dimension.to_lwe_size()
+        || input.cts.ciphertext_modulus() != p.ciphertext_modulus
+    {
+        return Err(Error::Eval(format!(
+            "encrypted input does not conform to {} with a {}-bit encoding",
+            circuit.params.name(),
+            circuit.precision_bits
+        )));
+    }
+    if input.len() != circuit.input.len() {
+        return Err(Error::InputLength {
+            expected: circuit.input.len(),
+            got: input.len(),
+        });
+    }
+    Ok(())
+}
+
 /// Server-side evaluator of one circuit under one evaluation key.
 pub struct FheEvaluator<'a> {
     circuit: &'a Circuit,
@@ -400,29 +438,22 @@ impl<'a> FheEvaluator<'a> {
 
     /// Checks an encrypted input against the circuit and parameter set.
     pub fn check_input(&self, input: &EncryptedInput) -> Result<()> {
-        let p = self.circuit.params.tfhe();
-        if input.params != self.circuit.params
-            || input.precision_bits != self.circuit.precision_bits
-            || input.cts.lwe_size() != p.lwe_dimension.to_lwe_size()
-            || input.cts.ciphertext_modulus() != p.ciphertext_modulus
-        {
-            return Err(Error::Eval(format!(
-                "encrypted input does not conform to {} with a {}-bit encoding",
-                self.circuit.params.name(),
-                self.circuit.precision_bits
-            )));
-        }
-        if input.len() != self.circuit.input.len() {
-            return Err(Error::InputLength {
-                expected: self.circuit.input.len(),
-                got: input.len(),
-            });
-        }
-        Ok(())
+        check_input(self.circuit, input)
     }
 
     /// Evaluates the circuit on an encrypted input.
     pub fn evaluate(&self, input: &EncryptedInput) -> Result<(EncryptedOutput, EvalStats)> {
+        self.evaluate_until(input, &|| false)
+    }
+
+    /// [`Self::evaluate`] that gives up with [`Error::Cancelled`] as soon as
+    /// `cancelled()` turns true (polled before every bootstrap batch and
+    /// every layer), for servers whose client went away.
+    pub fn evaluate_until(
+        &self,
+        input: &EncryptedInput,
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(EncryptedOutput, EvalStats)> {
         use rayon::prelude::*;
         self.check_input(input)?;
         let start = std::time::Instant::now();
@@ -434,6 +465,9 @@ impl<'a> FheEvaluator<'a> {
             input.cts.clone().decompress_into_lwe_ciphertext_list();
         let mut stats = EvalStats::default();
         for (li, layer) in self.circuit.layers.iter().enumerate() {
+            if cancelled() {
+                return Err(Error::Cancelled);
+            }
             let in_size = current.lwe_size().0;
             let inputs = current.as_ref();
             let fourier = &self.key.fourier_bsk;
@@ -451,6 +485,9 @@ impl<'a> FheEvaluator<'a> {
             let outputs: Vec<Vec<u64>> = batches
                 .into_par_iter()
                 .map(|range| {
+                    if cancelled() {
+                        return Err(Error::Cancelled);
+                    }
                     let msed: Vec<SwitchedLwe> = range
                         .clone()
                         .map(|j| {
@@ -483,9 +520,9 @@ impl<'a> FheEvaluator<'a> {
                             }
                         })
                         .collect();
-                    blind_rotate_batch(fourier, &luts[range], &msed, big_size)
+                    Ok(blind_rotate_batch(fourier, &luts[range], &msed, big_size))
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             stats.bootstraps += layer.out_len;
             if layer.keyswitch {
                 stats.keyswitches += layer.out_len;

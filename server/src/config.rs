@@ -1,0 +1,355 @@
+//! Server configuration: a TOML file, then `BLINDFOLD_*` environment
+//! variables and command-line flags on top (applied by the binary), checked
+//! by [`Config::validate`] before anything starts.
+//!
+//! Relative paths in the file (`data_dir`, model circuits, TLS files) are
+//! resolved against the directory of the file itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Default gRPC listen address (loopback only).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Embedded storage: SQLite metadata (`blindfold.db`) and key blobs.
+    pub data_dir: PathBuf,
+    /// Prometheus text metrics at `http://<addr>/metrics`; off when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Accept requests without a bearer token, as identity `anonymous`.
+    /// Refused unless `listen` is a loopback address.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub compute: Compute,
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// Bearer tokens and the client identities they stand for.
+    #[serde(default)]
+    pub clients: Vec<ClientEntry>,
+    /// Served models.
+    #[serde(default)]
+    pub models: Vec<ModelEntry>,
+}
+
+/// Limits on everything a client sends.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest `data` slice in one `RegisterKey` chunk.
+    pub max_chunk_bytes: usize,
+    /// Largest evaluation key accepted.
+    pub max_key_bytes: u64,
+    /// Largest single encrypted input.
+    pub max_ciphertext_bytes: usize,
+    /// Most inputs in one `Predict` or `PredictClear`.
+    pub max_batch: usize,
+    /// Most keys one identity may hold.
+    pub max_keys_per_client: usize,
+    /// Key uploads in progress at once (server-wide).
+    pub max_concurrent_uploads: usize,
+    /// An upload that sends no chunk for this long is aborted.
+    pub upload_idle_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_chunk_bytes: 4 << 20,
+            max_key_bytes: 512 << 20,
+            max_ciphertext_bytes: 1 << 20,
+            max_batch: 16,
+            max_keys_per_client: 16,
+            max_concurrent_uploads: 4,
+            upload_idle_timeout_secs: 30,
+        }
+    }
+}
+
+impl Limits {
+    /// Largest gRPC request message the server decodes.
+    pub fn max_request_message_bytes(&self) -> usize {
+        let predict = self.max_batch * self.max_ciphertext_bytes;
+        self.max_chunk_bytes.max(predict) + (64 << 10)
+    }
+}
+
+/// The compute pool and the key cache.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compute {
+    /// Worker threads for FHE evaluation; 0 = one per core.
+    pub threads: usize,
+    /// Requests evaluated at the same time (each uses all workers).
+    pub concurrent_jobs: usize,
+    /// Requests allowed to wait for a slot; beyond that `RESOURCE_EXHAUSTED`.
+    pub queue_capacity: usize,
+    /// Memory budget for decompressed evaluation keys (LRU), in MiB.
+    pub key_cache_mib: u64,
+}
+
+impl Default for Compute {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            concurrent_jobs: 1,
+            queue_capacity: 32,
+            key_cache_mib: 4096,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// Identity that owns the keys this client registers.
+    pub name: String,
+    /// The bearer token in clear (convenient; prefer `token_sha256`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Hex SHA-256 of the bearer token.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// Name clients use.
+    pub name: String,
+    /// Compiled circuit (`blindfold compile` output).
+    pub circuit: PathBuf,
+    #[serde(default)]
+    pub description: String,
+    /// Whether `PredictClear` answers for this model.
+    #[serde(default = "yes")]
+    pub predict_clear: bool,
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("valid default address")
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Parses a TOML file; relative paths become relative to its directory.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses TOML text (paths left as written).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })
+    }
+
+    /// Makes relative paths relative to `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        for m in &mut self.models {
+            fix(&mut m.circuit);
+        }
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+        }
+    }
+
+    /// Checks the whole configuration; the server refuses to start otherwise.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.allow_anonymous && !self.listen.ip().is_loopback() {
+            return bad(format!(
+                "allow_anonymous is only allowed on a loopback listen address, not {}",
+                self.listen
+            ));
+        }
+        if self.clients.is_empty() && !self.allow_anonymous {
+            return bad("no [[clients]] and allow_anonymous = false: nobody could call".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut tokens = std::collections::HashSet::new();
+        for c in &self.clients {
+            if c.name.is_empty() || c.name == crate::auth::ANONYMOUS || c.name.len() > 128 {
+                return bad(format!("client name {:?} is reserved or invalid", c.name));
+            }
+            if !names.insert(c.name.clone()) {
+                return bad(format!("client {} is listed twice", c.name));
+            }
+            let digest = c.token_digest()?;
+            if !tokens.insert(digest) {
+                return bad(format!("client {} reuses another client's token", c.name));
+            }
+        }
+        if self.models.is_empty() {
+            return bad("no [[models]] to serve".into());
+        }
+        let mut model_names = std::collections::HashSet::new();
+        for m in &self.models {
+            let valid = !m.name.is_empty()
+                && m.name.len() <= 64
+                && m.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !valid {
+                return bad(format!(
+                    "model name {:?} must be 1-64 characters of [A-Za-z0-9-_.]",
+                    m.name
+                ));
+            }
+            if !model_names.insert(m.name.clone()) {
+                return bad(format!("model {} is listed twice", m.name));
+            }
+        }
+        let l = &self.limits;
+        if l.max_chunk_bytes == 0
+            || l.max_key_bytes == 0
+            || l.max_ciphertext_bytes == 0
+            || l.max_batch == 0
+            || l.max_keys_per_client == 0
+            || l.max_concurrent_uploads == 0
+            || l.upload_idle_timeout_secs == 0
+        {
+            return bad("every [limits] value must be positive".into());
+        }
+        if l.max_request_message_bytes() > 1 << 30 {
+            return bad("max_batch x max_ciphertext_bytes exceeds 1 GiB".into());
+        }
+        if self.compute.concurrent_jobs == 0 {
+            return bad("compute.concurrent_jobs must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+impl ClientEntry {
+    /// SHA-256 of the token, from whichever form the file gives.
+    pub fn token_digest(&self) -> Result<[u8; 32], ConfigError> {
+        match (&self.token, &self.token_sha256) {
+            (Some(t), None) => {
+                if t.len() < 16 {
+                    return Err(ConfigError::Invalid(format!(
+                        "client {}: tokens must have at least 16 characters",
+                        self.name
+                    )));
+                }
+                Ok(crate::auth::digest(t))
+            }
+            (None, Some(h)) => {
+                let bytes = hex::decode(h).map_err(|_| {
+                    ConfigError::Invalid(format!("client {}: token_sha256 is not hex", self.name))
+                })?;
+                bytes.try_into().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "client {}: token_sha256 must be 64 hex digits",
+                        self.name
+                    ))
+                })
+            }
+            _ => Err(ConfigError::Invalid(format!(
+                "client {}: give exactly one of token, token_sha256",
+                self.name
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        data_dir = "state"
+        allow_anonymous = true
+        [[models]]
+        name = "m"
+        circuit = "m.circuit.json"
+    "#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let mut c = Config::from_toml(MINIMAL).unwrap();
+        c.resolve_paths(Path::new("/etc/blindfold"));
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.data_dir, PathBuf::from("/etc/blindfold/state"));
+        assert_eq!(
+            c.models[0].circuit,
+            PathBuf::from("/etc/blindfold/m.circuit.json")
+        );
+        assert!(c.models[0].predict_clear);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn anonymous_only_on_loopback() {
+        let mut c = Config::from_toml(MINIMAL).unwrap();
+        c.listen = "0.0.0.0:50051".parse().unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("loopback"), "{e}");
+    }
+
+    #[test]
+    fn rejects_unknown_fields_short_tokens_and_duplicates() {
+        assert!(Config::from_toml(&format!("{MINIMAL}\nlisten_port = 3")).is_err());
+        let mut c = Config::from_toml(MINIMAL).unwrap();
+        c.clients.push(ClientEntry {
+            name: "a".into(),
+            token: Some("short".into()),
+            token_sha256: None,
+        });
+        assert!(c.validate().is_err());
+        c.clients[0].token = Some("a-long-enough-token".into());
+        c.validate().unwrap();
+        c.clients.push(ClientEntry {
+            name: "b".into(),
+            token: None,
+            token_sha256: Some(hex::encode(crate::auth::digest("a-long-enough-token"))),
+        });
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("reuses"), "{e}");
+    }
+}

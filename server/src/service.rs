@@ -1,0 +1,659 @@
+//! The gRPC handlers (`Models`, `Keys`, `Inference`): thin checks and
+//! translations around the registry, key store, key cache and compute pool.
+//!
+//! Status codes a client can rely on:
+//! * `UNAUTHENTICATED` — missing or invalid bearer token (interceptor);
+//! * `NOT_FOUND` — unknown model; key id not registered *for this identity*
+//!   (another identity's key is indistinguishable from a missing one);
+//! * `INVALID_ARGUMENT` — malformed key id, bytes that do not parse, fail the
+//!   version check or do not conform to the parameter set; wrong number of
+//!   features or inputs; a key stream longer or shorter than declared;
+//! * `RESOURCE_EXHAUSTED` — a size or count limit (chunk, key, ciphertext,
+//!   keys per identity, concurrent uploads) or a full compute queue;
+//! * `FAILED_PRECONDITION` — a key registered for another parameter set than
+//!   the model's;
+//! * `PERMISSION_DENIED` — `PredictClear` disabled by the model's owner;
+//! * `DEADLINE_EXCEEDED` — a key upload idle for too long;
+//! * `CANCELLED` — the evaluation was abandoned (client gone).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blindfold_circuits::compile::Circuit;
+use blindfold_circuits::eval::clear;
+use blindfold_circuits::eval::fhe::{
+    self, Blob, CompressedEvaluationKey, EncryptedInput, EvalStats, EvaluationKey, FheEvaluator,
+};
+use blindfold_circuits::params::ParamSet;
+use blindfold_proto::v1;
+use tokio::sync::Semaphore;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::auth::{self, Identity};
+use crate::cache::KeyCache;
+use crate::config::Limits;
+use crate::error::StoreError;
+use crate::metrics::Metrics;
+use crate::pool::{ComputePool, PoolError};
+use crate::registry::{Model, Registry};
+use crate::store::{self, Commit, KeyRecord, KeyStore};
+
+/// Everything the handlers share.
+pub struct State {
+    pub limits: Limits,
+    pub registry: Registry,
+    pub store: Arc<KeyStore>,
+    pub cache: KeyCache<EvaluationKey>,
+    pub pool: ComputePool,
+    pub metrics: Arc<Metrics>,
+    pub uploads: Arc<Semaphore>,
+}
+
+/// Implements the three `blindfold.v1` services.
+#[derive(Clone)]
+pub struct Service(pub Arc<State>);
+
+/// Records an RPC's outcome (metrics and one log line, no payloads); an RPC
+/// dropped before it finished (client gone, deadline) counts as CANCELLED.
+struct Rpc {
+    method: &'static str,
+    start: Instant,
+    metrics: Arc<Metrics>,
+    identity: Option<Identity>,
+    done: bool,
+}
+
+impl Rpc {
+    fn new<T>(state: &State, method: &'static str, request: &Request<T>) -> Self {
+        Self {
+            method,
+            start: Instant::now(),
+            metrics: state.metrics.clone(),
+            identity: request.extensions().get::<Identity>().cloned(),
+            done: false,
+        }
+    }
+
+    fn finish<T>(mut self, result: Result<T, Status>) -> Result<T, Status> {
+        self.done = true;
+        let code = match &result {
+            Ok(_) => Code::Ok,
+            Err(s) => s.code(),
+        };
+        self.record(code, result.as_ref().err().map(|s| s.message()));
+        result
+    }
+
+    fn record(&self, code: Code, message: Option<&str>) {
+        let elapsed = self.start.elapsed();
+        self.metrics.request(self.method, code, elapsed);
+        let who = self.identity.as_ref().map(|i| &*i.0).unwrap_or("-");
+        let ms = elapsed.as_secs_f64() * 1e3;
+        match code {
+            Code::Ok => tracing::info!(method = self.method, identity = who, ms, "ok"),
+            Code::Internal | Code::Unknown => tracing::error!(
+                method = self.method,
+                identity = who,
+                ms,
+                code = ?code,
+                message = message.unwrap_or(""),
+                "failed"
+            ),
+            _ => tracing::warn!(
+                method = self.method,
+                identity = who,
+                ms,
+                code = ?code,
+                message = message.unwrap_or(""),
+                "refused"
+            ),
+        }
+    }
+}
+
+impl Drop for Rpc {
+    fn drop(&mut self) {
+        if !self.done {
+            self.record(Code::Cancelled, Some("caller went away"));
+        }
+    }
+}
+
+fn internal(context: &str, e: impl std::fmt::Display) -> Status {
+    tracing::error!(context, error = %e, "internal error");
+    Status::internal(format!("{context}: internal error"))
+}
+
+fn store_status(e: StoreError) -> Status {
+    internal("key store", e)
+}
+
+fn pool_status(e: PoolError) -> Status {
+    match e {
+        PoolError::QueueFull(_) => Status::resource_exhausted(e.to_string()),
+        PoolError::Closed => Status::unavailable(e.to_string()),
+    }
+}
+
+/// Runs blocking work (SQLite, fsync, file i/o) off the async threads.
+async fn blocking<T, F>(f: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| internal("blocking task", e))
+}
+
+/// Deserializes untrusted bytes; a panic inside a dependency's decoder is
+/// turned into an error instead of taking the worker down.
+fn parse<T: Blob>(bytes: &[u8], limit: u64) -> Result<T, String> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| T::from_bytes(bytes, limit))) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("{}: malformed bytes", T::KIND)),
+    }
+}
+
+fn check_key_id(key_id: &str) -> Result<(), Status> {
+    if store::valid_key_id(key_id) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(
+            "key_id must be 64 lowercase hex digits (the SHA-256 of the key)",
+        ))
+    }
+}
+
+/// Reads, checks and decompresses a stored key (compute pool).
+fn load_key(path: &std::path::Path, params: ParamSet, limit: u64) -> Result<EvaluationKey, String> {
+    let bytes =
+        blindfold_circuits::data::read_bytes_limited(path, limit).map_err(|e| e.to_string())?;
+    verify_key(&bytes, params, limit)
+}
+
+/// Parses a compressed key, checks it against `params`, decompresses it.
+fn verify_key(bytes: &[u8], params: ParamSet, limit: u64) -> Result<EvaluationKey, String> {
+    let key: CompressedEvaluationKey = parse(bytes, limit)?;
+    if key.params != params {
+        return Err(format!(
+            "the key is for {}, the upload declared {}",
+            key.params.name(),
+            params.name()
+        ));
+    }
+    match std::panic::catch_unwind(AssertUnwindSafe(|| key.check_conformance())) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("evaluation key: malformed".into()),
+    }
+    Ok(key.decompress())
+}
+
+impl Service {
+    fn model(&self, name: &str) -> Result<Arc<Model>, Status> {
+        self.0
+            .registry
+            .get(name)
+            .ok_or_else(|| Status::not_found(format!("no model named {name:?} is served here")))
+    }
+
+    async fn key_record(&self, identity: &Identity, key_id: &str) -> Result<KeyRecord, Status> {
+        check_key_id(key_id)?;
+        let store = self.0.store.clone();
+        let (who, id) = (identity.0.clone(), key_id.to_string());
+        blocking(move || store.get(&who, &id))
+            .await?
+            .map_err(store_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "key {key_id} is not registered for this identity; register it first"
+                ))
+            })
+    }
+
+    /// The decompressed key, from the cache or loaded from disk (once, even
+    /// under concurrent requests).
+    async fn evaluation_key(&self, record: &KeyRecord) -> Result<Arc<EvaluationKey>, Status> {
+        let state = &self.0;
+        if let Some(k) = state.cache.get(&record.key_id) {
+            return Ok(k);
+        }
+        let lock = state.cache.load_lock(&record.key_id);
+        let _loading = lock.lock().await;
+        if let Some(k) = state.cache.get(&record.key_id) {
+            return Ok(k);
+        }
+        let params = ParamSet::from_name(&record.parameter_set)
+            .ok_or_else(|| internal("key store", "unknown stored parameter set"))?;
+        let path = state.store.blob_path(&record.key_id);
+        let limit = state.limits.max_key_bytes;
+        let started = Instant::now();
+        let (key, _) = state
+            .pool
+            .run(move |_| load_key(&path, params, limit))
+            .await
+            .map_err(pool_status)?;
+        let key = Arc::new(key.map_err(|e| internal("loading a stored key", e))?);
+        tracing::info!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            bytes = key.memory_bytes(),
+            "loaded an evaluation key into the cache"
+        );
+        state
+            .cache
+            .insert(&record.key_id, key.clone(), key.memory_bytes());
+        Ok(key)
+    }
+
+    async fn next_chunk(
+        &self,
+        stream: &mut Streaming<v1::RegisterKeyChunk>,
+    ) -> Result<Option<v1::RegisterKeyChunk>, Status> {
+        let idle = Duration::from_secs(self.0.limits.upload_idle_timeout_secs);
+        match tokio::time::timeout(idle, stream.message()).await {
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no key chunk for {} s; upload aborted",
+                idle.as_secs()
+            ))),
+            Ok(r) => r,
+        }
+    }
+
+    async fn register_key_inner(
+        &self,
+        request: Request<Streaming<v1::RegisterKeyChunk>>,
+    ) -> Result<v1::RegisterKeyResponse, Status> {
+        let state = &self.0;
+        let limits = &state.limits;
+        let identity = auth::identity(&request)?;
+        let _slot = state.uploads.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("too many key uploads in progress; retry later")
+        })?;
+        let store = state.store.clone();
+        let who = identity.0.clone();
+        let held = blocking(move || store.count(&who))
+            .await?
+            .map_err(store_status)?;
+        if held >= limits.max_keys_per_client {
+            return Err(Status::resource_exhausted(format!(
+                "this identity holds {held} keys, the limit; delete one first"
+            )));
+        }
+        let mut stream = request.into_inner();
+        let first = self
+            .next_chunk(&mut stream)
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty key stream"))?;
+        let params = ParamSet::from_name(&first.parameter_set).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown parameter set {:?}",
+                truncate(&first.parameter_set)
+            ))
+        })?;
+        let total = first.total_bytes;
+        if total == 0 {
+            return Err(Status::invalid_argument(
+                "the first chunk must give total_bytes",
+            ));
+        }
+        if total > limits.max_key_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "a {total}-byte key exceeds the {}-byte limit",
+                limits.max_key_bytes
+            )));
+        }
+        let store = state.store.clone();
+        let mut upload = blocking(move || store.begin_upload())
+            .await?
+            .map_err(store_status)?;
+        let mut chunk = Some(first);
+        while let Some(c) = chunk {
+            if c.data.len() > limits.max_chunk_bytes {
+                return Err(Status::resource_exhausted(format!(
+                    "a {}-byte chunk exceeds the {}-byte limit",
+                    c.data.len(),
+                    limits.max_chunk_bytes
+                )));
+            }
+            if (!c.parameter_set.is_empty()
+                && c.parameter_set != params.name()
+                && ParamSet::from_name(&c.parameter_set) != Some(params))
+                || (c.total_bytes != 0 && c.total_bytes != total)
+            {
+                return Err(Status::invalid_argument(
+                    "parameter_set and total_bytes may not change during an upload",
+                ));
+            }
+            if upload.received() + c.data.len() as u64 > total {
+                return Err(Status::invalid_argument(format!(
+                    "the stream carries more than the declared {total} bytes"
+                )));
+            }
+            state.metrics.key_bytes_received(c.data.len() as u64);
+            upload = blocking(move || upload.write(&c.data).map(|_| upload))
+                .await?
+                .map_err(store_status)?;
+            chunk = self.next_chunk(&mut stream).await?;
+        }
+        if upload.received() != total {
+            return Err(Status::invalid_argument(format!(
+                "truncated key: received {} of the declared {total} bytes",
+                upload.received()
+            )));
+        }
+        let finished = blocking(move || upload.finish())
+            .await?
+            .map_err(store_status)?;
+        let key_id = finished.key_id.clone();
+        let store = state.store.clone();
+        let (who, id) = (identity.0.clone(), key_id.clone());
+        if blocking(move || store.get(&who, &id))
+            .await?
+            .map_err(store_status)?
+            .is_some()
+        {
+            return Ok(v1::RegisterKeyResponse {
+                key_id,
+                already_registered: true,
+                bytes: total,
+            });
+        }
+        // parse, check and decompress on the compute pool
+        let path = finished.path().to_path_buf();
+        let limit = limits.max_key_bytes;
+        let (key, _) = state
+            .pool
+            .run(move |_| load_key(&path, params, limit))
+            .await
+            .map_err(pool_status)?;
+        let key = Arc::new(key.map_err(Status::invalid_argument)?);
+        let store = state.store.clone();
+        let who = identity.0.clone();
+        let max = limits.max_keys_per_client;
+        let outcome = blocking(move || store.commit(&who, finished, params.name(), max))
+            .await?
+            .map_err(store_status)?;
+        match outcome {
+            Commit::QuotaExceeded(n) => Err(Status::resource_exhausted(format!(
+                "this identity holds {n} keys, the limit; delete one first"
+            ))),
+            Commit::AlreadyRegistered | Commit::Registered => {
+                state.cache.insert(&key_id, key.clone(), key.memory_bytes());
+                Ok(v1::RegisterKeyResponse {
+                    key_id,
+                    already_registered: outcome == Commit::AlreadyRegistered,
+                    bytes: total,
+                })
+            }
+        }
+    }
+
+    async fn predict_inner(
+        &self,
+        request: Request<v1::PredictRequest>,
+    ) -> Result<v1::PredictResponse, Status> {
+        let state = &self.0;
+        let limits = &state.limits;
+        let identity = auth::identity(&request)?;
+        let r = request.into_inner();
+        let model = self.model(&r.model)?;
+        check_batch(r.inputs.len(), limits.max_batch)?;
+        if let Some((i, b)) = r
+            .inputs
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.len() > limits.max_ciphertext_bytes)
+        {
+            return Err(Status::resource_exhausted(format!(
+                "input {i} has {} bytes, over the {}-byte limit",
+                b.len(),
+                limits.max_ciphertext_bytes
+            )));
+        }
+        let record = self.key_record(&identity, &r.key_id).await?;
+        let circuit: Arc<Circuit> = model.circuit.clone();
+        if record.parameter_set != circuit.params.name() {
+            return Err(Status::failed_precondition(format!(
+                "key {} is for {}, model {} uses {}",
+                r.key_id,
+                record.parameter_set,
+                model.name,
+                circuit.params.name()
+            )));
+        }
+        let limit = limits.max_ciphertext_bytes as u64;
+        let inputs = r
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let input: EncryptedInput = parse(b, limit)
+                    .map_err(|e| Status::invalid_argument(format!("input {i}: {e}")))?;
+                fhe::check_input(&circuit, &input)
+                    .map_err(|e| Status::invalid_argument(format!("input {i}: {e}")))?;
+                Ok(input)
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let key = self.evaluation_key(&record).await?;
+        let count = inputs.len();
+        let (result, waited) = state
+            .pool
+            .run(move |cancel| {
+                let evaluator = FheEvaluator::new(&circuit, &key)?;
+                let mut total = EvalStats::default();
+                let mut outputs = Vec::with_capacity(inputs.len());
+                for input in &inputs {
+                    let (out, stats) =
+                        evaluator.evaluate_until(input, &|| cancel.is_cancelled())?;
+                    outputs.push(out.to_bytes()?);
+                    total.bootstraps += stats.bootstraps;
+                    total.keyswitches += stats.keyswitches;
+                    total.seconds += stats.seconds;
+                }
+                Ok::<_, blindfold_circuits::Error>((outputs, total))
+            })
+            .await
+            .map_err(pool_status)?;
+        let (outputs, stats) = result.map_err(|e| match e {
+            blindfold_circuits::Error::Cancelled => Status::cancelled("evaluation cancelled"),
+            other => internal("evaluation", other),
+        })?;
+        state.metrics.evaluated(
+            count as u64,
+            stats.bootstraps as u64,
+            stats.keyswitches as u64,
+            stats.seconds,
+        );
+        Ok(v1::PredictResponse {
+            outputs,
+            timing: Some(v1::Timing {
+                evaluation_ms: stats.seconds * 1e3,
+                queue_ms: waited.as_secs_f64() * 1e3,
+                bootstraps: stats.bootstraps as u32,
+                keyswitches: stats.keyswitches as u32,
+            }),
+        })
+    }
+
+    fn predict_clear_inner(
+        &self,
+        request: Request<v1::PredictClearRequest>,
+    ) -> Result<v1::PredictClearResponse, Status> {
+        let r = request.into_inner();
+        let model = self.model(&r.model)?;
+        if !model.predict_clear {
+            return Err(Status::permission_denied(format!(
+                "PredictClear is disabled for model {} by its owner",
+                model.name
+            )));
+        }
+        check_batch(r.inputs.len(), self.0.limits.max_batch)?;
+        let circuit = &model.circuit;
+        let start = Instant::now();
+        let predictions = r
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                if f.values.len() != circuit.input.len() {
+                    return Err(Status::invalid_argument(format!(
+                        "input {i} has {} features, model {} takes {}",
+                        f.values.len(),
+                        model.name,
+                        circuit.input.len()
+                    )));
+                }
+                if f.values.iter().any(|v| !v.is_finite()) {
+                    return Err(Status::invalid_argument(format!(
+                        "input {i} has a non-finite feature"
+                    )));
+                }
+                let q = circuit
+                    .input
+                    .quantize(&f.values)
+                    .map_err(|e| Status::invalid_argument(format!("input {i}: {e}")))?;
+                let out =
+                    clear::evaluate(circuit, &q).map_err(|e| internal("clear evaluation", e))?;
+                let logits = circuit.decode_output(&out);
+                Ok(v1::ClearPrediction {
+                    label: blindfold_circuits::data::argmax(&logits) as u32,
+                    logits,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        Ok(v1::PredictClearResponse {
+            predictions,
+            timing: Some(v1::Timing {
+                evaluation_ms: start.elapsed().as_secs_f64() * 1e3,
+                queue_ms: 0.0,
+                bootstraps: 0,
+                keyswitches: 0,
+            }),
+        })
+    }
+}
+
+fn check_batch(n: usize, max: usize) -> Result<(), Status> {
+    if n == 0 {
+        return Err(Status::invalid_argument("no inputs"));
+    }
+    if n > max {
+        return Err(Status::invalid_argument(format!(
+            "{n} inputs exceed the batch limit of {max}"
+        )));
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+#[tonic::async_trait]
+impl v1::models_server::Models for Service {
+    async fn list_models(
+        &self,
+        request: Request<v1::ListModelsRequest>,
+    ) -> Result<Response<v1::ListModelsResponse>, Status> {
+        let rpc = Rpc::new(&self.0, "ListModels", &request);
+        let models = self.0.registry.all().map(|m| m.summary()).collect();
+        rpc.finish(Ok(Response::new(v1::ListModelsResponse { models })))
+    }
+
+    async fn get_model(
+        &self,
+        request: Request<v1::GetModelRequest>,
+    ) -> Result<Response<v1::ModelSpec>, Status> {
+        let rpc = Rpc::new(&self.0, "GetModel", &request);
+        let r = self
+            .model(&request.get_ref().name)
+            .map(|m| Response::new(m.spec()));
+        rpc.finish(r)
+    }
+}
+
+#[tonic::async_trait]
+impl v1::keys_server::Keys for Service {
+    async fn register_key(
+        &self,
+        request: Request<Streaming<v1::RegisterKeyChunk>>,
+    ) -> Result<Response<v1::RegisterKeyResponse>, Status> {
+        let rpc = Rpc::new(&self.0, "RegisterKey", &request);
+        let r = self.register_key_inner(request).await.map(Response::new);
+        rpc.finish(r)
+    }
+
+    async fn get_key_status(
+        &self,
+        request: Request<v1::GetKeyStatusRequest>,
+    ) -> Result<Response<v1::KeyStatus>, Status> {
+        let rpc = Rpc::new(&self.0, "GetKeyStatus", &request);
+        let r = async {
+            let identity = auth::identity(&request)?;
+            let rec = self
+                .key_record(&identity, &request.get_ref().key_id)
+                .await?;
+            Ok(Response::new(v1::KeyStatus {
+                cached: self.0.cache.contains(&rec.key_id),
+                key_id: rec.key_id,
+                parameter_set: rec.parameter_set,
+                bytes: rec.bytes,
+                registered_at: rec.registered_at,
+            }))
+        }
+        .await;
+        rpc.finish(r)
+    }
+
+    async fn delete_key(
+        &self,
+        request: Request<v1::DeleteKeyRequest>,
+    ) -> Result<Response<v1::DeleteKeyResponse>, Status> {
+        let rpc = Rpc::new(&self.0, "DeleteKey", &request);
+        let r = async {
+            let identity = auth::identity(&request)?;
+            let key_id = request.get_ref().key_id.clone();
+            check_key_id(&key_id)?;
+            let store = self.0.store.clone();
+            let id = key_id.clone();
+            let (deleted, blob_gone) = blocking(move || store.delete(&identity.0, &id))
+                .await?
+                .map_err(store_status)?;
+            if !deleted {
+                return Err(Status::not_found(format!(
+                    "key {key_id} is not registered for this identity"
+                )));
+            }
+            if blob_gone {
+                self.0.cache.remove(&key_id);
+            }
+            Ok(Response::new(v1::DeleteKeyResponse {}))
+        }
+        .await;
+        rpc.finish(r)
+    }
+}
+
+#[tonic::async_trait]
+impl v1::inference_server::Inference for Service {
+    async fn predict(
+        &self,
+        request: Request<v1::PredictRequest>,
+    ) -> Result<Response<v1::PredictResponse>, Status> {
+        let rpc = Rpc::new(&self.0, "Predict", &request);
+        let r = self.predict_inner(request).await.map(Response::new);
+        rpc.finish(r)
+    }
+
+    async fn predict_clear(
+        &self,
+        request: Request<v1::PredictClearRequest>,
+    ) -> Result<Response<v1::PredictClearResponse>, Status> {
+        let rpc = Rpc::new(&self.0, "PredictClear", &request);
+        let r = self.predict_clear_inner(request).map(Response::new);
+        rpc.finish(r)
+    }
+}
