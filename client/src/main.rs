@@ -1,4 +1,7 @@
-//! `blindfold`: compile, inspect and benchmark encrypted inference.
+//! `blindfold`: compile, inspect and benchmark encrypted inference, and use
+//! a Blindfold server (keygen, register, predict, encrypt/decrypt).
+
+mod commands;
 
 use std::path::{Path, PathBuf};
 
@@ -16,9 +19,11 @@ use blindfold_client::{bench, select};
 #[command(
     name = "blindfold",
     version,
-    about = "Encrypted inference on TFHE: compile, inspect, benchmark"
+    about = "Encrypted inference on TFHE: compile, inspect, benchmark, and talk to a Blindfold server"
 )]
 struct Cli {
+    #[command(flatten)]
+    server: commands::ServerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +64,8 @@ enum Command {
         #[command(flatten)]
         opts: CompileArgs,
     },
+    #[command(flatten)]
+    Net(commands::NetCommand),
 }
 
 #[derive(Args, Clone)]
@@ -150,6 +157,13 @@ fn compile_model(model: &Path, a: &CompileArgs) -> anyhow::Result<(ModelBundle, 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Net(command) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(commands::run(command, &cli.server))?;
+        }
         Command::Compile { model, out, opts } => {
             let (_, circuit) = compile_model(&model, &opts)?;
             let out = out.unwrap_or_else(|| model.with_extension("circuit.json"));

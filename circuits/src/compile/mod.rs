@@ -183,8 +183,13 @@ impl ClientSpec {
             return bad(format!("output bits {} out of range", self.output_bits));
         }
         let len = self.input.len();
-        let shape_len: usize = self.input.shape.iter().product();
-        if len == 0 || len > 1 << 16 || shape_len != len || self.input.zero_point.len() != len {
+        let shape_len = self
+            .input
+            .shape
+            .iter()
+            .try_fold(1usize, |a, d| a.checked_mul(*d));
+        if len == 0 || len > 1 << 16 || shape_len != Some(len) || self.input.zero_point.len() != len
+        {
             return bad("inconsistent input shape, scales and zero points".into());
         }
         if self
