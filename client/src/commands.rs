@@ -230,7 +230,9 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
             }
             let bar = spinner("generating keys");
             let start = Instant::now();
-            let (_, ek) = dir.generate(spec.params, force, &mut |stage| bar.set_message(stage.to_string()))?;
+            let (_, ek) = dir.generate(spec.params, force, &mut |stage| {
+                bar.set_message(stage.to_string())
+            })?;
             bar.finish_and_clear();
             dir.save_spec(&spec)?;
             eprintln!(
@@ -257,12 +259,20 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
             let b = bar.clone();
             let start = Instant::now();
             let r = remote
-                .register_key(ek.clone(), params.name(), Arc::new(move |sent, _| b.set_position(sent)))
+                .register_key(
+                    ek.clone(),
+                    params.name(),
+                    Arc::new(move |sent, _| b.set_position(sent)),
+                )
                 .await?;
             bar.finish_and_clear();
             eprintln!(
                 "{} {:.1} MB in {:.1} s (upload and server-side check)",
-                if r.already_registered { "already registered;" } else { "registered" },
+                if r.already_registered {
+                    "already registered;"
+                } else {
+                    "registered"
+                },
                 r.bytes as f64 / 1e6,
                 start.elapsed().as_secs_f64()
             );
@@ -304,8 +314,14 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                 let encrypt = t.elapsed() / chunk.len() as u32;
                 let t = Instant::now();
                 let response = match remote.predict(&model, &key_id, cts).await {
-                    Err(e) if e.code() == Some(tonic::Code::NotFound) && e.to_string().contains("key") => {
-                        bail!("{e}\nhint: run `blindfold register --keys {}` first", keys.display())
+                    Err(e)
+                        if e.code() == Some(tonic::Code::NotFound)
+                            && e.to_string().contains("key") =>
+                    {
+                        bail!(
+                            "{e}\nhint: run `blindfold register --keys {}` first",
+                            keys.display()
+                        )
                     }
                     other => other?,
                 };
@@ -386,7 +402,12 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
             let ck = dir.client_key()?;
             let spec = spec_for(server, &dir, &model).await?;
             if ck.params != spec.params {
-                bail!("the keys in {} are for {}, model {model} needs {}", keys.display(), ck.params.name(), spec.params.name());
+                bail!(
+                    "the keys in {} are for {}, model {model} needs {}",
+                    keys.display(),
+                    ck.params.name(),
+                    spec.params.name()
+                );
             }
             let (rows, _) = crypto::read_csv(&input, spec.input.len(), false)?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -413,7 +434,12 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                 let p = crypto::decrypt_output(&ck, &spec, &bytes)
                     .with_context(|| format!("decrypting {}", f.display()))?;
                 if !json {
-                    println!("{}: label {}  logits [{}]", f.display(), p.label, fmt_logits(&p.logits));
+                    println!(
+                        "{}: label {}  logits [{}]",
+                        f.display(),
+                        p.label,
+                        fmt_logits(&p.logits)
+                    );
                 }
                 list.push(serde_json::json!({"file": f, "label": p.label, "logits": p.logits}));
             }
@@ -446,7 +472,10 @@ fn read_answer(path: &Path, spec: &ClientSpec) -> anyhow::Result<Vec<u8>> {
 }
 
 fn fmt_logits(l: &[f64]) -> String {
-    l.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", ")
+    l.iter()
+        .map(|v| format!("{v:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn print_prediction(r: &PredictRow) {

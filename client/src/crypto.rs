@@ -18,7 +18,11 @@ pub struct Prediction {
 }
 
 /// Raw features → quantized → encrypted → serialized (what `Predict` takes).
-pub fn encrypt_row(ck: &ClientKey, spec: &ClientSpec, features: &[f64]) -> Result<Vec<u8>, ClientError> {
+pub fn encrypt_row(
+    ck: &ClientKey,
+    spec: &ClientSpec,
+    features: &[f64],
+) -> Result<Vec<u8>, ClientError> {
     if features.iter().any(|v| !v.is_finite()) {
         return Err(ClientError::Input("features must be finite numbers".into()));
     }
@@ -62,7 +66,8 @@ pub fn read_csv(
         if line.is_empty() {
             continue;
         }
-        let fields: Result<Vec<f64>, _> = line.split(',').map(|f| f.trim().parse::<f64>()).collect();
+        let fields: Result<Vec<f64>, _> =
+            line.split(',').map(|f| f.trim().parse::<f64>()).collect();
         let Ok(mut values) = fields else {
             if n == 0 {
                 continue; // header
@@ -91,7 +96,10 @@ pub fn read_csv(
         labels.push(label);
     }
     if rows.is_empty() {
-        return Err(ClientError::Input(format!("{} has no rows", path.display())));
+        return Err(ClientError::Input(format!(
+            "{} has no rows",
+            path.display()
+        )));
     }
     Ok((rows, labels))
 }

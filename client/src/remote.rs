@@ -89,7 +89,9 @@ impl Remote {
             Some(t) => Some(
                 format!("Bearer {t}")
                     .parse::<MetadataValue<Ascii>>()
-                    .map_err(|_| address("the token has characters a header cannot carry".into()))?,
+                    .map_err(|_| {
+                        address("the token has characters a header cannot carry".into())
+                    })?,
             ),
             None => None,
         };
@@ -143,7 +145,11 @@ impl Remote {
             let end = (start + UPLOAD_CHUNK_BYTES).min(key.len());
             progress(end as u64, total);
             v1::RegisterKeyChunk {
-                parameter_set: if i == 0 { params.clone() } else { String::new() },
+                parameter_set: if i == 0 {
+                    params.clone()
+                } else {
+                    String::new()
+                },
                 total_bytes: if i == 0 { total } else { 0 },
                 data: key[start..end].to_vec(),
             }

@@ -350,11 +350,17 @@ impl Service {
         let key_id = finished.key_id.clone();
         let store = state.store.clone();
         let (who, id) = (identity.0.clone(), key_id.clone());
-        if blocking(move || store.get(&who, &id))
+        if let Some(existing) = blocking(move || store.get(&who, &id))
             .await?
             .map_err(store_status)?
-            .is_some()
         {
+            if existing.parameter_set != params.name() {
+                return Err(Status::invalid_argument(format!(
+                    "these bytes are registered as a {} key, not {}",
+                    existing.parameter_set,
+                    params.name()
+                )));
+            }
             return Ok(v1::RegisterKeyResponse {
                 key_id,
                 already_registered: true,

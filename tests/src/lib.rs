@@ -1,2 +1,188 @@
-//! End-to-end tests against a real server live here once the server exists.
-//! The evaluation core's tests are in `circuits/tests/`.
+//! End-to-end test harness: real servers on `127.0.0.1:0`, each with its
+//! own data directory, driven by the real client library, CLI and (in one
+//! test) a Python grpcio client.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use blindfold_circuits::compile::Circuit;
+use blindfold_client::{Blob, ClientKey, ConnectOptions, Remote};
+use blindfold_server::{Config, Server, ServerError};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ALICE: &str = "alice-token-0123456789";
+pub const BOB: &str = "bob-token-0123456789ab";
+
+/// The fast model (2_2 parameters) the tests encrypt for.
+pub const FAST: &str = "digits-mlp-fast";
+/// A 3_3 model with `PredictClear` disabled.
+pub const SLOW_NO_CLEAR: &str = "cancer-mlp";
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A config serving the fast digits model and cancer-mlp (clear endpoint
+/// off), two identities, no anonymous access; `extra` is appended.
+pub fn config_text(data_dir: &Path, extra: &str) -> String {
+    let models = repo().join("models");
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+data_dir = "{data}"
+metrics_listen = "127.0.0.1:0"
+{extra}
+
+[[clients]]
+name = "alice"
+token = "{ALICE}"
+
+[[clients]]
+name = "bob"
+token = "{BOB}"
+
+[[models]]
+name = "{FAST}"
+circuit = "{fast}"
+description = "R1 on 2_2"
+
+[[models]]
+name = "{SLOW_NO_CLEAR}"
+circuit = "{cancer}"
+predict_clear = false
+"#,
+        data = data_dir.display(),
+        fast = models.join("digits-mlp-fast.circuit.json").display(),
+        cancer = models.join("cancer-mlp.circuit.json").display(),
+    )
+}
+
+pub fn config(data_dir: &Path, extra: &str) -> Config {
+    Config::from_toml(&config_text(data_dir, extra)).expect("test config parses")
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let server = Server::bind(config, listener).await.expect("server starts");
+        let addr = server.local_addr().expect("local addr");
+        let metrics = server.metrics_addr();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            metrics,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self, token: Option<&str>) -> Remote {
+        Remote::connect(
+            &self.url(),
+            ConnectOptions {
+                token: token.map(str::to_string),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("client connects")
+    }
+
+    /// Graceful shutdown; waits until the server has stopped.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("server task").expect("server stops cleanly");
+        }
+    }
+
+    /// The Prometheus text from the metrics endpoint.
+    pub async fn metrics_text(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics.expect("metrics enabled");
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Keys for the 2_2 parameter set, made once per test binary.
+pub struct Keys {
+    pub client: ClientKey,
+    pub evaluation: Arc<Vec<u8>>,
+    pub key_id: String,
+}
+
+pub fn fast_keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| new_keys(fast_circuit().params))
+}
+
+pub fn new_keys(params: blindfold_circuits::params::ParamSet) -> Keys {
+    let client = ClientKey::generate(params);
+    let evaluation = client
+        .evaluation_key()
+        .to_bytes()
+        .expect("serialize evaluation key");
+    Keys {
+        key_id: blindfold_client::keys::key_id(&evaluation),
+        client,
+        evaluation: Arc::new(evaluation),
+    }
+}
+
+pub fn fast_circuit() -> &'static Circuit {
+    static C: OnceLock<Circuit> = OnceLock::new();
+    C.get_or_init(|| {
+        Circuit::load(&repo().join("models/digits-mlp-fast.circuit.json")).expect("circuit loads")
+    })
+}
+
+/// The first `n` test rows of the digits data set (features, label).
+pub fn digits_rows(n: usize) -> Vec<(Vec<f64>, usize)> {
+    let ds = blindfold_circuits::data::Dataset::from_csv(&repo().join("data/digits.csv"))
+        .expect("digits data");
+    let range: blindfold_circuits::data::RowRange = "1347..1796".parse().expect("range");
+    let (rows, labels) = ds.rows(range).expect("rows");
+    rows.into_iter().zip(labels).take(n).collect()
+}
+
+pub fn no_progress() -> Arc<dyn Fn(u64, u64) + Send + Sync> {
+    Arc::new(|_, _| {})
+}
