@@ -51,13 +51,16 @@ pub fn decrypt_output(
     })
 }
 
+/// Feature rows and, when asked for, their true labels.
+pub type CsvRows = (Vec<Vec<f64>>, Vec<Option<usize>>);
+
 /// Rows of a CSV file of numbers (a header line, if any, is skipped). With
 /// `with_labels`, the last column is taken as the true label.
 pub fn read_csv(
     path: &std::path::Path,
     features: usize,
     with_labels: bool,
-) -> Result<(Vec<Vec<f64>>, Vec<Option<usize>>), ClientError> {
+) -> Result<CsvRows, ClientError> {
     let text = blindfold_circuits::data::read_limited(path, 256 << 20)?;
     let want = features + usize::from(with_labels);
     let (mut rows, mut labels) = (Vec::new(), Vec::new());

@@ -24,7 +24,7 @@ impl Model {
     pub fn load(entry: &ModelEntry) -> Result<Self, ServerError> {
         let err = |source| ServerError::Model {
             name: entry.name.clone(),
-            source,
+            source: Box::new(source),
         };
         let text =
             blindfold_circuits::data::read_limited(&entry.circuit, 256 << 20).map_err(err)?;

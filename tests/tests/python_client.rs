@@ -47,8 +47,9 @@ fn python() -> PathBuf {
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
+                "-r",
             ])
-            .args(PIP_PACKAGES));
+            .arg(repo().join("tests/python/requirements.txt")));
     }
     assert!(
         has_grpc(&python),

@@ -63,7 +63,7 @@ async fn register_predict_batch_and_clear() {
         .predict(FAST, &keys.key_id, vec![cts[0].clone()])
         .await
         .unwrap();
-    let timing = one.timing.clone().unwrap();
+    let timing = one.timing.unwrap();
     assert_eq!(timing.bootstraps, 42);
     assert_eq!(timing.keyswitches, 10);
     assert!(timing.evaluation_ms > 0.0);
