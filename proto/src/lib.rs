@@ -2,8 +2,8 @@
 //!
 //! Keys and ciphertexts are opaque, versioned bytes produced by the client
 //! library; the `.proto` files in `proto/blindfold/v1/` are the contract for
-//! clients in other languages. The server implementing these services is not
-//! built yet.
+//! clients in other languages. `blindfold-server` implements the services;
+//! `blindfold-client` wraps the generated client.
 
 /// Generated messages, clients (`*_client`) and servers (`*_server`).
 pub mod v1 {

@@ -149,7 +149,9 @@ mod tests {
             .await
             .map(|_| ())
         });
-        started_rx.recv().unwrap();
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+            .await
+            .unwrap();
         // one more may wait...
         let p = pool.clone();
         let waiter = tokio::spawn(async move { p.run(|_| 7).await.map(|(v, _)| v) });
