@@ -79,7 +79,7 @@ pub fn run(
     circuit: &Circuit,
     samples: usize,
     log: &mut dyn FnMut(String),
-) -> anyhow::Result<BenchReport> {
+) -> Result<BenchReport, crate::ClientError> {
     let (raw, labels) = bundle.dataset.rows(bundle.test)?;
     let (pre, _) = bundle.rows(bundle.test)?;
     // float plaintext

@@ -40,7 +40,7 @@ pub fn choose(
     widths: &Widths,
     max_loss: f64,
     log: &mut dyn FnMut(String),
-) -> anyhow::Result<(CompileOptions, Compiled)> {
+) -> Result<(CompileOptions, Compiled), crate::ClientError> {
     let candidates: Vec<ParamSet> = match params {
         Some(p) => vec![p],
         None => vec![ParamSet::Message2Carry2, ParamSet::Message3Carry3],
@@ -139,7 +139,9 @@ pub fn choose(
             chosen = Some((acc, opts));
         }
     }
-    let (_, opts) = chosen.ok_or_else(|| anyhow::anyhow!("no candidate configuration compiled"))?;
+    let (_, opts) = chosen.ok_or_else(|| {
+        blindfold_circuits::Error::Compile("no candidate configuration compiled".into())
+    })?;
     let compiled = compile_bundle(bundle, &opts)?;
     Ok((opts, compiled))
 }
