@@ -22,6 +22,8 @@ pub enum PoolError {
     QueueFull(usize),
     #[error("the compute pool is shutting down")]
     Closed,
+    #[error("the computation failed unexpectedly")]
+    Panicked,
 }
 
 /// Set when the submitting request is gone; jobs poll it.
@@ -91,19 +93,23 @@ impl ComputePool {
         F: FnOnce(&CancelFlag) -> T + Send + 'static,
     {
         let queued = Instant::now();
-        let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
-        self.metrics.queue_depth_add(1);
-        let guard = Waiting(self);
-        if waiting >= self.capacity && self.slots.available_permits() == 0 {
-            return Err(PoolError::QueueFull(waiting));
-        }
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| PoolError::Closed)?;
-        drop(guard);
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(PoolError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
+                self.metrics.queue_depth_add(1);
+                let _guard = Waiting(self);
+                if waiting >= self.capacity {
+                    return Err(PoolError::QueueFull(waiting));
+                }
+                self.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| PoolError::Closed)?
+            }
+        };
         let waited = queued.elapsed();
         self.metrics.queue_waited(waited.as_secs_f64());
         let flag = CancelFlag::default();
@@ -113,7 +119,8 @@ impl ComputePool {
         metrics.running_add(1);
         let pool = self.pool.clone();
         pool.spawn(move || {
-            let out = job(&flag);
+            // a panic must not take the server down (rayon would abort)
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&flag)));
             // the slot is held until the job really ends, even if its
             // caller went away
             drop(permit);
@@ -122,7 +129,13 @@ impl ComputePool {
         });
         let out = rx.await.map_err(|_| PoolError::Closed)?;
         drop(cancel_on_drop);
-        Ok((out, waited))
+        match out {
+            Ok(out) => Ok((out, waited)),
+            Err(_) => {
+                tracing::error!("a compute job panicked");
+                Err(PoolError::Panicked)
+            }
+        }
     }
 }
 
@@ -130,7 +143,15 @@ impl ComputePool {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_job_is_an_error_not_an_abort() {
+        let pool = ComputePool::new(1, 1, 1, Arc::new(Metrics::default())).unwrap();
+        let r = pool.run(|_| -> u32 { panic!("boom") }).await;
+        assert!(matches!(r, Err(PoolError::Panicked)));
+        assert_eq!(pool.run(|_| 3).await.unwrap().0, 3, "the pool still works");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn full_queue_refuses_and_cancelled_jobs_stop() {
         let pool = Arc::new(ComputePool::new(1, 1, 1, Arc::new(Metrics::default())).unwrap());
         let (started_tx, started_rx) = std::sync::mpsc::channel();

@@ -133,6 +133,7 @@ fn pool_status(e: PoolError) -> Status {
     match e {
         PoolError::QueueFull(_) => Status::resource_exhausted(e.to_string()),
         PoolError::Closed => Status::unavailable(e.to_string()),
+        PoolError::Panicked => Status::internal(e.to_string()),
     }
 }
 
