@@ -210,7 +210,7 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
             let (_, spec) = remote.get_model(&model).await?;
             let dir = KeyDir::new(&keys);
             if dir.exists() && !force {
-                let params = dir.evaluation_key_params()?;
+                let params = dir.params()?;
                 if params == spec.params {
                     dir.save_spec(&spec)?;
                     eprintln!(
@@ -246,7 +246,7 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
         }
         NetCommand::Register { keys } => {
             let dir = KeyDir::new(&keys);
-            let params = dir.evaluation_key_params()?;
+            let params = dir.params()?;
             let ek = Arc::new(dir.evaluation_key()?);
             let remote = connect(server).await?;
             let bar = ProgressBar::new(ek.len() as u64);
@@ -417,7 +417,6 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("{}", path.display());
             }
-            eprintln!("key id {}", dir.key_id()?);
         }
         NetCommand::Decrypt {
             model,

@@ -54,55 +54,55 @@ pub fn decrypt_output(
 /// Feature rows and, when asked for, their true labels.
 pub type CsvRows = (Vec<Vec<f64>>, Vec<Option<usize>>);
 
-/// Rows of a CSV file of numbers (a header line, if any, is skipped). With
-/// `with_labels`, the last column is taken as the true label.
+/// Rows of a CSV file of numbers. Features only: a header line, if any, is
+/// skipped. With `with_labels`, the file is read as a labelled data set
+/// (header, then features and a class-index label per row).
 pub fn read_csv(
     path: &std::path::Path,
     features: usize,
     with_labels: bool,
 ) -> Result<CsvRows, ClientError> {
-    let text = blindfold_circuits::data::read_limited(path, 256 << 20)?;
-    let want = features + usize::from(with_labels);
-    let (mut rows, mut labels) = (Vec::new(), Vec::new());
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let fields: Result<Vec<f64>, _> =
-            line.split(',').map(|f| f.trim().parse::<f64>()).collect();
-        let Ok(mut values) = fields else {
-            if n == 0 {
-                continue; // header
+    let rows = if with_labels {
+        let ds = blindfold_circuits::data::Dataset::from_csv(path)?;
+        let labels = ds.labels.iter().map(|l| Some(*l)).collect();
+        (ds.features, labels)
+    } else {
+        let text = blindfold_circuits::data::read_limited(path, 256 << 20)?;
+        let mut rows = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
             }
-            return Err(ClientError::Input(format!(
-                "{} line {}: not a row of numbers",
-                path.display(),
-                n + 1
-            )));
-        };
-        if values.len() != want {
-            return Err(ClientError::Input(format!(
-                "{} line {}: {} columns, the model takes {features} features{}",
-                path.display(),
-                n + 1,
-                values.len(),
-                if with_labels { " plus a label" } else { "" }
-            )));
+            let fields: Result<Vec<f64>, _> =
+                line.split(',').map(|f| f.trim().parse::<f64>()).collect();
+            match fields {
+                Ok(values) => rows.push(values),
+                Err(_) if n == 0 => {} // header
+                Err(_) => {
+                    return Err(ClientError::Input(format!(
+                        "{} line {}: not a row of numbers",
+                        path.display(),
+                        n + 1
+                    )))
+                }
+            }
         }
-        let label = if with_labels {
-            values.pop().map(|v| v as usize)
-        } else {
-            None
-        };
-        rows.push(values);
-        labels.push(label);
-    }
-    if rows.is_empty() {
+        let labels = vec![None; rows.len()];
+        (rows, labels)
+    };
+    if rows.0.is_empty() {
         return Err(ClientError::Input(format!(
             "{} has no rows",
             path.display()
         )));
     }
-    Ok((rows, labels))
+    if let Some((i, r)) = rows.0.iter().enumerate().find(|(_, r)| r.len() != features) {
+        return Err(ClientError::Input(format!(
+            "{} row {i}: {} features, the model takes {features}",
+            path.display(),
+            r.len()
+        )));
+    }
+    Ok(rows)
 }

@@ -124,8 +124,8 @@ impl KeyDir {
         Ok(key_id(&self.evaluation_key()?))
     }
 
-    /// Parameter set of the stored evaluation key, read from its header.
-    pub fn evaluation_key_params(&self) -> Result<ParamSet, ClientError> {
+    /// Parameter set of the keys (read from the secret key file).
+    pub fn params(&self) -> Result<ParamSet, ClientError> {
         Ok(self.client_key()?.params)
     }
 

@@ -137,16 +137,17 @@ impl Server {
         health
             .set_serving::<v1::inference_server::InferenceServer<Service>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(blindfold_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| ServerError::Internal(format!("reflection: {e}")))?;
-        let reflection_alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(blindfold_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // v1 and v1alpha: grpcurl and most grpc libraries still ask v1alpha
+        let reflection_builder = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(blindfold_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_error = |e| ServerError::Internal(format!("reflection: {e}"));
+        let reflection = reflection_builder().build_v1().map_err(reflection_error)?;
+        let reflection_alpha = reflection_builder()
             .build_v1alpha()
-            .map_err(|e| ServerError::Internal(format!("reflection: {e}")))?;
+            .map_err(reflection_error)?;
 
         let mut builder = TonicServer::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))

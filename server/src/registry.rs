@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use blindfold_circuits::compile::Circuit;
 use blindfold_circuits::data::Preprocessing;
+use blindfold_circuits::eval::fhe::LookupTables;
 use blindfold_proto::v1;
 use sha2::{Digest, Sha256};
 
@@ -17,6 +18,8 @@ pub struct Model {
     pub description: String,
     pub predict_clear: bool,
     pub circuit: Arc<Circuit>,
+    /// The circuit's bootstrap tables, built once at load.
+    pub tables: Arc<LookupTables>,
     pub sha256: [u8; 32],
 }
 
@@ -34,6 +37,7 @@ impl Model {
             description: entry.description.clone(),
             predict_clear: entry.predict_clear,
             sha256: Sha256::digest(text.as_bytes()).into(),
+            tables: Arc::new(LookupTables::new(&circuit)),
             circuit: Arc::new(circuit),
         })
     }

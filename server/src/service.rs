@@ -201,18 +201,24 @@ impl Service {
             .ok_or_else(|| Status::not_found(format!("no model named {name:?} is served here")))
     }
 
+    /// Runs a key-store operation (SQLite, fsync) off the async threads.
+    async fn store<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&KeyStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.0.store.clone();
+        blocking(move || f(&store)).await?.map_err(store_status)
+    }
+
     async fn key_record(&self, identity: &Identity, key_id: &str) -> Result<KeyRecord, Status> {
         check_key_id(key_id)?;
-        let store = self.0.store.clone();
         let (who, id) = (identity.0.clone(), key_id.to_string());
-        blocking(move || store.get(&who, &id))
-            .await?
-            .map_err(store_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "key {key_id} is not registered for this identity; register it first"
-                ))
-            })
+        self.store(move |s| s.get(&who, &id)).await?.ok_or_else(|| {
+            Status::not_found(format!(
+                "key {key_id} is not registered for this identity; register it first"
+            ))
+        })
     }
 
     /// The decompressed key, from the cache or loaded from disk (once, even
@@ -273,11 +279,8 @@ impl Service {
         let _slot = state.uploads.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted("too many key uploads in progress; retry later")
         })?;
-        let store = state.store.clone();
         let who = identity.0.clone();
-        let held = blocking(move || store.count(&who))
-            .await?
-            .map_err(store_status)?;
+        let held = self.store(move |s| s.count(&who)).await?;
         if held >= limits.max_keys_per_client {
             return Err(Status::resource_exhausted(format!(
                 "this identity holds {held} keys, the limit; delete one first"
@@ -306,10 +309,7 @@ impl Service {
                 limits.max_key_bytes
             )));
         }
-        let store = state.store.clone();
-        let mut upload = blocking(move || store.begin_upload())
-            .await?
-            .map_err(store_status)?;
+        let mut upload = self.store(|s| s.begin_upload()).await?;
         let mut chunk = Some(first);
         while let Some(c) = chunk {
             if c.data.len() > limits.max_chunk_bytes {
@@ -349,12 +349,8 @@ impl Service {
             .await?
             .map_err(store_status)?;
         let key_id = finished.key_id.clone();
-        let store = state.store.clone();
         let (who, id) = (identity.0.clone(), key_id.clone());
-        if let Some(existing) = blocking(move || store.get(&who, &id))
-            .await?
-            .map_err(store_status)?
-        {
+        if let Some(existing) = self.store(move |s| s.get(&who, &id)).await? {
             if existing.parameter_set != params.name() {
                 return Err(Status::invalid_argument(format!(
                     "these bytes are registered as a {} key, not {}",
@@ -377,12 +373,11 @@ impl Service {
             .await
             .map_err(pool_status)?;
         let key = Arc::new(key.map_err(Status::invalid_argument)?);
-        let store = state.store.clone();
         let who = identity.0.clone();
         let max = limits.max_keys_per_client;
-        let outcome = blocking(move || store.commit(&who, finished, params.name(), max))
-            .await?
-            .map_err(store_status)?;
+        let outcome = self
+            .store(move |s| s.commit(&who, finished, params.name(), max))
+            .await?;
         match outcome {
             Commit::QuotaExceeded(n) => Err(Status::resource_exhausted(format!(
                 "this identity holds {n} keys, the limit; delete one first"
@@ -445,11 +440,12 @@ impl Service {
             })
             .collect::<Result<Vec<_>, Status>>()?;
         let key = self.evaluation_key(&record).await?;
+        let tables = model.tables.clone();
         let count = inputs.len();
         let (result, waited) = state
             .pool
             .run(move |cancel| {
-                let evaluator = FheEvaluator::new(&circuit, &key)?;
+                let evaluator = FheEvaluator::with_tables(&circuit, &key, &tables)?;
                 let mut total = EvalStats::default();
                 let mut outputs = Vec::with_capacity(inputs.len());
                 for input in &inputs {
@@ -624,11 +620,8 @@ impl v1::keys_server::Keys for Service {
             let identity = auth::identity(&request)?;
             let key_id = request.get_ref().key_id.clone();
             check_key_id(&key_id)?;
-            let store = self.0.store.clone();
             let id = key_id.clone();
-            let (deleted, blob_gone) = blocking(move || store.delete(&identity.0, &id))
-                .await?
-                .map_err(store_status)?;
+            let (deleted, blob_gone) = self.store(move |s| s.delete(&identity.0, &id)).await?;
             if !deleted {
                 return Err(Status::not_found(format!(
                     "key {key_id} is not registered for this identity"

@@ -160,12 +160,14 @@ impl KeyStore {
 
     /// Starts receiving a key into `uploads/`.
     pub fn begin_upload(&self) -> Result<Upload, StoreError> {
-        let mut rnd = [0u8; 16];
-        getrandom(&mut rnd);
+        // unique within this process (the directory is emptied at start);
+        // create_new refuses to reuse a name anyway
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self
             .dir
             .join("uploads")
-            .join(format!("{}.part", hex::encode(rnd)));
+            .join(format!("{}-{n}.part", std::process::id()));
         let file = File::create_new(&path).map_err(|e| StoreError::io(&path, e))?;
         Ok(Upload {
             path,
@@ -354,27 +356,6 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(dir, e))
-}
-
-/// Random bytes for temporary file names (not secrets): the OS CSPRNG via
-/// `/dev/urandom`, falling back to time and a counter.
-fn getrandom(out: &mut [u8]) {
-    use std::io::Read;
-    if let Ok(mut f) = File::open("/dev/urandom") {
-        if f.read_exact(out).is_ok() {
-            return;
-        }
-    }
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let seed = Sha256::digest(format!("{t}-{c}-{}", std::process::id()));
-    for (o, s) in out.iter_mut().zip(seed.iter()) {
-        *o = *s;
-    }
 }
 
 #[cfg(test)]

@@ -147,17 +147,28 @@ pub struct ClientSpec {
     pub output_zero_point: i64,
 }
 
+/// Output values (integers modulo `2^(bits+1)`, read as signed) to logits
+/// `scale·(y - zero_point)`.
+fn decode_logits(out: &[i64], bits: u32, scale: f64, zero_point: i64) -> Vec<f64> {
+    let modulus = 1i64 << (bits + 1);
+    out.iter()
+        .map(|v| {
+            let v = v.rem_euclid(modulus);
+            let signed = if v >= modulus / 2 { v - modulus } else { v };
+            scale * (signed - zero_point) as f64
+        })
+        .collect()
+}
+
 impl ClientSpec {
     /// Decoded logits (signed output values times the output scale).
     pub fn decode_output(&self, out: &[i64]) -> Vec<f64> {
-        let modulus = 1i64 << (self.output_bits + 1);
-        out.iter()
-            .map(|v| {
-                let v = v.rem_euclid(modulus);
-                let signed = if v >= modulus / 2 { v - modulus } else { v };
-                self.output_scale * (signed - self.output_zero_point) as f64
-            })
-            .collect()
+        decode_logits(
+            out,
+            self.output_bits,
+            self.output_scale,
+            self.output_zero_point,
+        )
     }
 
     /// Predicted class for a (decrypted or clear) output vector.
@@ -274,7 +285,12 @@ impl Circuit {
 
     /// Decoded logits (signed output values times the output scale).
     pub fn decode_output(&self, out: &[i64]) -> Vec<f64> {
-        self.client_spec().decode_output(out)
+        decode_logits(
+            out,
+            self.output_bits,
+            self.output_scale,
+            self.output_zero_point,
+        )
     }
 
     /// Predicted class for a (decrypted or clear) output vector.

@@ -390,33 +390,19 @@ pub fn check_input(circuit: &Circuit, input: &EncryptedInput) -> Result<()> {
     Ok(())
 }
 
-/// Server-side evaluator of one circuit under one evaluation key.
-pub struct FheEvaluator<'a> {
-    circuit: &'a Circuit,
-    key: &'a EvaluationKey,
-    /// One trivially-encrypted GLWE table per neuron per layer.
-    luts: Vec<Vec<GlweCiphertextOwned<u64>>>,
+/// A circuit's tables as trivially-encrypted GLWE accumulators, one per
+/// neuron per layer. They depend on the circuit only, so a server builds
+/// them once per model and shares them across keys and requests.
+#[derive(Clone)]
+pub struct LookupTables {
+    params: ParamSet,
+    layers: Vec<Vec<GlweCiphertextOwned<u64>>>,
 }
 
-/// Timings of one encrypted evaluation.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct EvalStats {
-    pub bootstraps: usize,
-    pub keyswitches: usize,
-    pub seconds: f64,
-}
-
-impl<'a> FheEvaluator<'a> {
-    pub fn new(circuit: &'a Circuit, key: &'a EvaluationKey) -> Result<Self> {
-        if key.params != circuit.params {
-            return Err(Error::Eval(format!(
-                "evaluation key is for {}, circuit uses {}",
-                key.params.name(),
-                circuit.params.name()
-            )));
-        }
+impl LookupTables {
+    pub fn new(circuit: &Circuit) -> Self {
         let p = circuit.params.tfhe();
-        let luts = circuit
+        let layers = circuit
             .layers
             .iter()
             .map(|layer| {
@@ -433,7 +419,78 @@ impl<'a> FheEvaluator<'a> {
                     .collect()
             })
             .collect();
-        Ok(Self { circuit, key, luts })
+        Self {
+            params: circuit.params,
+            layers,
+        }
+    }
+
+    fn fits(&self, circuit: &Circuit) -> bool {
+        self.params == circuit.params
+            && self.layers.len() == circuit.layers.len()
+            && self
+                .layers
+                .iter()
+                .zip(&circuit.layers)
+                .all(|(t, l)| t.len() == l.out_len)
+    }
+}
+
+/// Server-side evaluator of one circuit under one evaluation key.
+pub struct FheEvaluator<'a> {
+    circuit: &'a Circuit,
+    key: &'a EvaluationKey,
+    luts: std::borrow::Cow<'a, LookupTables>,
+}
+
+/// Timings of one encrypted evaluation.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EvalStats {
+    pub bootstraps: usize,
+    pub keyswitches: usize,
+    pub seconds: f64,
+}
+
+impl<'a> FheEvaluator<'a> {
+    /// An evaluator that builds the circuit's tables itself.
+    pub fn new(circuit: &'a Circuit, key: &'a EvaluationKey) -> Result<Self> {
+        Self::check_key(circuit, key)?;
+        Ok(Self {
+            circuit,
+            key,
+            luts: std::borrow::Cow::Owned(LookupTables::new(circuit)),
+        })
+    }
+
+    /// An evaluator over tables built beforehand with
+    /// [`LookupTables::new`] for this circuit.
+    pub fn with_tables(
+        circuit: &'a Circuit,
+        key: &'a EvaluationKey,
+        tables: &'a LookupTables,
+    ) -> Result<Self> {
+        Self::check_key(circuit, key)?;
+        if !tables.fits(circuit) {
+            return Err(Error::Eval(
+                "lookup tables were built for another circuit".into(),
+            ));
+        }
+        Ok(Self {
+            circuit,
+            key,
+            luts: std::borrow::Cow::Borrowed(tables),
+        })
+    }
+
+    fn check_key(circuit: &Circuit, key: &EvaluationKey) -> Result<()> {
+        if key.params != circuit.params {
+            return Err(Error::Eval(format!(
+                "evaluation key is for {}, circuit uses {}",
+                key.params.name(),
+                circuit.params.name()
+            )));
+        }
+        Ok(())
     }
 
     /// Checks an encrypted input against the circuit and parameter set.
@@ -472,7 +529,7 @@ impl<'a> FheEvaluator<'a> {
             let inputs = current.as_ref();
             let fourier = &self.key.fourier_bsk;
             let ksk = &self.key.ksk;
-            let luts = &self.luts[li];
+            let luts = &self.luts.layers[li];
             // Neurons are split into one batch per worker; each batch runs its
             // blind rotations together so the bootstrap key is streamed from
             // memory once per batch instead of once per neuron.
