@@ -22,7 +22,7 @@ pub mod report;
 
 use serde::{Deserialize, Serialize};
 
-pub use report::{LayerReport, Report};
+pub use report::{LayerReport, LogitStats, Report};
 
 use crate::data::Preprocessing;
 use crate::params::ParamSet;
@@ -145,6 +145,21 @@ pub struct ClientSpec {
     pub output_bits: u32,
     pub output_scale: f64,
     pub output_zero_point: i64,
+    /// What the decrypted values mean (set by the server's policy).
+    #[serde(default)]
+    pub output: OutputKind,
+}
+
+/// What a client decrypts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// One value per class: logits, raw or truncated, decoded with the
+    /// output scale and zero point.
+    #[default]
+    Logits,
+    /// The `k` best class indices, best first (k = 1: label only).
+    Labels { k: usize },
 }
 
 /// Output values (integers modulo `2^(bits+1)`, read as signed) to logits
@@ -161,6 +176,14 @@ fn decode_logits(out: &[i64], bits: u32, scale: f64, zero_point: i64) -> Vec<f64
 }
 
 impl ClientSpec {
+    /// Number of ciphertexts in one answer.
+    pub fn output_count(&self) -> usize {
+        match self.output {
+            OutputKind::Logits => self.classes,
+            OutputKind::Labels { k } => k,
+        }
+    }
+
     /// Decoded logits (signed output values times the output scale).
     pub fn decode_output(&self, out: &[i64]) -> Vec<f64> {
         decode_logits(
@@ -214,6 +237,11 @@ impl ClientSpec {
         if self.classes == 0 || self.classes > 1 << 16 || !self.output_scale.is_finite() {
             return bad("invalid output description".into());
         }
+        if let OutputKind::Labels { k } = self.output {
+            if k == 0 || k > self.classes || (self.classes as u64) > 1u64 << self.output_bits {
+                return bad(format!("{k} labels of {} classes", self.classes));
+            }
+        }
         self.input
             .preprocessing
             .check_len(len)
@@ -232,6 +260,7 @@ impl From<&Circuit> for ClientSpec {
             output_bits: c.output_bits,
             output_scale: c.output_scale,
             output_zero_point: c.output_zero_point,
+            output: OutputKind::Logits,
         }
     }
 }

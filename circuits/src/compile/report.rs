@@ -55,6 +55,22 @@ pub struct Report {
     /// Same with every bootstrap at its worst calibrated input.
     pub p_fail_inference_worst: f64,
     pub calibration_samples: usize,
+    /// Range of the decoded logits on the calibration set (absent in
+    /// circuits compiled before it was recorded).
+    #[serde(default)]
+    pub logits: Option<LogitStats>,
+}
+
+/// Decoded logits on the calibration set: the range hardening policies
+/// quantize into (all logits for truncated scores, the largest logit of
+/// each sample for comparisons).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogitStats {
+    pub min: f64,
+    pub max: f64,
+    /// Smallest and largest top logit (the winning class's) of a sample.
+    pub top_min: f64,
+    pub top_max: f64,
 }
 
 /// Failure probability of one bootstrap with table `table` at input `m`.
@@ -96,8 +112,29 @@ pub(crate) fn build(circuit: &Circuit, calibration: &[Vec<i64>]) -> Result<Repor
         .iter()
         .map(|l| vec![vec![0u32; acc_modulus]; l.out_len])
         .collect();
+    let mut stats: Option<LogitStats> = None;
     for q in calibration {
-        evaluate_traced(circuit, q, |l, j, m| hist[l][j][m as usize] += 1)?;
+        let out = evaluate_traced(circuit, q, |l, j, m| hist[l][j][m as usize] += 1)?;
+        let logits = circuit.decode_output(&out);
+        let (lo, hi) = logits
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(*v), b.max(*v))
+            });
+        stats = Some(match stats {
+            None => LogitStats {
+                min: lo,
+                max: hi,
+                top_min: hi,
+                top_max: hi,
+            },
+            Some(s) => LogitStats {
+                min: s.min.min(lo),
+                max: s.max.max(hi),
+                top_min: s.top_min.min(hi),
+                top_max: s.top_max.max(hi),
+            },
+        });
     }
     let mut layers = Vec::new();
     let mut p_inf = 0.0;
@@ -176,6 +213,7 @@ pub(crate) fn build(circuit: &Circuit, calibration: &[Vec<i64>]) -> Result<Repor
         p_fail_inference: p_inf.min(1.0),
         p_fail_inference_worst: p_inf_worst.min(1.0),
         calibration_samples: calibration.len(),
+        logits: stats,
     })
 }
 

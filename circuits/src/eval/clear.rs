@@ -32,6 +32,31 @@ pub fn evaluate(circuit: &Circuit, input: &[i64]) -> Result<Vec<i64>> {
 pub fn evaluate_traced(
     circuit: &Circuit,
     input: &[i64],
+    trace: impl FnMut(usize, usize, i64),
+) -> Result<Vec<i64>> {
+    run(circuit, input, None, trace)
+}
+
+/// Evaluates the circuit with its output layer's tables replaced by
+/// `tables` (one per class, `2^p` entries) producing `out_bits`-bit values:
+/// how a hardening policy runs a member network.
+pub fn evaluate_with_output(
+    circuit: &Circuit,
+    input: &[i64],
+    tables: &[Vec<i64>],
+    out_bits: u32,
+) -> Result<Vec<i64>> {
+    let last = &circuit.layers[circuit.layers.len() - 1];
+    if tables.len() != last.out_len || tables.iter().any(|t| t.len() as i64 != circuit.window()) {
+        return Err(Error::Eval("output tables do not fit the circuit".into()));
+    }
+    run(circuit, input, Some((tables, out_bits)), |_, _, _| {})
+}
+
+fn run(
+    circuit: &Circuit,
+    input: &[i64],
+    output: Option<(&[Vec<i64>], u32)>,
     mut trace: impl FnMut(usize, usize, i64),
 ) -> Result<Vec<i64>> {
     if input.len() != circuit.input.len() {
@@ -49,9 +74,12 @@ pub fn evaluate_traced(
     let acc_modulus = 2 * circuit.window();
     let mut v: Vec<i64> = input.to_vec();
     for (l, layer) in circuit.layers.iter().enumerate() {
-        let out_modulus = circuit.layer_modulus(l);
+        let (tables, out_modulus) = match output {
+            Some((t, bits)) if layer.is_output => (t, 1i64 << (bits + 1)),
+            _ => (layer.lut.as_slice(), circuit.layer_modulus(l)),
+        };
         let mut next = Vec::with_capacity(layer.out_len);
-        for j in 0..layer.out_len {
+        for (j, table) in tables.iter().enumerate().take(layer.out_len) {
             let acc = layer
                 .row(j)
                 .iter()
@@ -62,7 +90,7 @@ pub fn evaluate_traced(
                 .rem_euclid(acc_modulus);
             trace(l, j, acc);
             next.push(bootstrap_value(
-                &layer.lut[j],
+                table,
                 circuit.precision_bits,
                 acc,
                 out_modulus,

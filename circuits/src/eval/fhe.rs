@@ -19,6 +19,7 @@ use tfhe::core_crypto::prelude::*;
 use tfhe::shortint::parameters::ClassicPBSParameters;
 
 use crate::compile::{Circuit, ClientSpec};
+use crate::harden::{clamp_table, Hardened, Op, Plan};
 use crate::params::ParamSet;
 use crate::{Error, Result};
 
@@ -149,6 +150,14 @@ impl ClientKey {
                 "quantized input {v} outside [0, {max})"
             )));
         }
+        self.encrypt_unchecked(circuit, q)
+    }
+
+    /// Encrypts arbitrary integers (taken modulo `2^(p+1)`) in the input
+    /// encoding, without the range check: what a hostile client can send.
+    /// For probing the server's input clamp in tests and audits.
+    pub fn encrypt_unchecked(&self, circuit: &ClientSpec, q: &[i64]) -> Result<EncryptedInput> {
+        self.check_params(circuit)?;
         let p = self.params.tfhe();
         let d = delta(circuit.precision_bits);
         let encoded =
@@ -180,7 +189,7 @@ impl ClientKey {
     /// representation the clear evaluator returns.
     pub fn decrypt(&self, circuit: &ClientSpec, out: &EncryptedOutput) -> Result<Vec<i64>> {
         self.check_params(circuit)?;
-        if out.cts.lwe_ciphertext_count().0 != circuit.classes
+        if out.cts.lwe_ciphertext_count().0 != circuit.output_count()
             || out.output_bits != circuit.output_bits
         {
             return Err(Error::Eval(
@@ -511,88 +520,344 @@ impl<'a> FheEvaluator<'a> {
         input: &EncryptedInput,
         cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<(EncryptedOutput, EvalStats)> {
-        use rayon::prelude::*;
         self.check_input(input)?;
         let start = std::time::Instant::now();
-        let p = self.circuit.params.tfhe();
-        let log_2n = CiphertextModulusLog(p.polynomial_size.0.trailing_zeros() as usize + 1);
-        let big_size = LweDimension(self.circuit.params.big_lwe_dimension()).to_lwe_size();
-        let d_in = delta(self.circuit.precision_bits);
-        let mut current: LweCiphertextListOwned<u64> =
-            input.cts.clone().decompress_into_lwe_ciphertext_list();
         let mut stats = EvalStats::default();
-        for (li, layer) in self.circuit.layers.iter().enumerate() {
-            if cancelled() {
-                return Err(Error::Cancelled);
-            }
-            let in_size = current.lwe_size().0;
-            let inputs = current.as_ref();
-            let fourier = &self.key.fourier_bsk;
-            let ksk = &self.key.ksk;
-            let luts = &self.luts.layers[li];
-            // Neurons are split into one batch per worker; each batch runs its
-            // blind rotations together so the bootstrap key is streamed from
-            // memory once per batch instead of once per neuron.
-            let threads = rayon::current_num_threads().max(1);
-            let batch = layer.out_len.div_ceil(threads).max(1);
-            let batches: Vec<std::ops::Range<usize>> = (0..layer.out_len)
-                .step_by(batch)
-                .map(|s| s..(s + batch).min(layer.out_len))
-                .collect();
-            let outputs: Vec<Vec<u64>> = batches
-                .into_par_iter()
-                .map(|range| {
-                    if cancelled() {
-                        return Err(Error::Cancelled);
-                    }
-                    let msed: Vec<SwitchedLwe> = range
-                        .clone()
-                        .map(|j| {
-                            // dot product with cleartext weights
-                            let mut acc = vec![0u64; in_size];
-                            for (i, w) in layer.row(j).iter().enumerate() {
-                                if *w == 0 {
-                                    continue;
-                                }
-                                let w = *w as u64;
-                                let ct = &inputs[i * in_size..(i + 1) * in_size];
-                                for (a, c) in acc.iter_mut().zip(ct) {
-                                    *a = a.wrapping_add(c.wrapping_mul(w));
-                                }
-                            }
-                            let body = in_size - 1;
-                            acc[body] =
-                                acc[body].wrapping_add((layer.offset[j] as u64).wrapping_mul(d_in));
-                            let acc = LweCiphertext::from_container(acc, p.ciphertext_modulus);
-                            if layer.keyswitch {
-                                let mut small = LweCiphertext::new(
-                                    0u64,
-                                    p.lwe_dimension.to_lwe_size(),
-                                    p.ciphertext_modulus,
-                                );
-                                keyswitch_lwe_ciphertext(ksk, &acc, &mut small);
-                                SwitchedLwe::centered(&small, log_2n)
-                            } else {
-                                SwitchedLwe::centered(&acc, log_2n)
-                            }
-                        })
-                        .collect();
-                    Ok(blind_rotate_batch(fourier, &luts[range], &msed, big_size))
-                })
-                .collect::<Result<_>>()?;
-            stats.bootstraps += layer.out_len;
-            if layer.keyswitch {
-                stats.keyswitches += layer.out_len;
-            }
-            let flat: Vec<u64> = outputs.into_iter().flatten().collect();
-            current = LweCiphertextList::from_container(flat, big_size, p.ciphertext_modulus);
-        }
+        let current = input.cts.clone().decompress_into_lwe_ciphertext_list();
+        let cts = run_layers(
+            self.circuit,
+            self.key,
+            &self.luts,
+            current,
+            false,
+            None,
+            &mut stats,
+            cancelled,
+        )?;
         stats.seconds = start.elapsed().as_secs_f64();
         Ok((
             EncryptedOutput {
                 params: self.circuit.params,
                 output_bits: self.circuit.output_bits,
-                cts: current,
+                cts,
+            },
+            stats,
+        ))
+    }
+}
+
+/// Runs a circuit's layers on `current` (small-key inputs, or big-key ones
+/// when `big_inputs`, then the first layer keyswitches too), with the
+/// output layer's tables replaced by `output` (tables, output bits) if
+/// given. Returns the output layer's bootstrap outputs.
+#[allow(clippy::too_many_arguments)]
+fn run_layers(
+    circuit: &Circuit,
+    key: &EvaluationKey,
+    luts: &LookupTables,
+    mut current: LweCiphertextListOwned<u64>,
+    big_inputs: bool,
+    output: Option<(&[Vec<i64>], u32)>,
+    stats: &mut EvalStats,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<LweCiphertextListOwned<u64>> {
+    let p = circuit.params.tfhe();
+    let d_in = delta(circuit.precision_bits);
+    for (li, layer) in circuit.layers.iter().enumerate() {
+        if cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let in_size = current.lwe_size().0;
+        let inputs = current.as_ref();
+        let keyswitch = layer.keyswitch || (li == 0 && big_inputs);
+        let dot = |j: usize| {
+            // dot product with cleartext weights
+            let mut acc = vec![0u64; in_size];
+            for (i, w) in layer.row(j).iter().enumerate() {
+                if *w == 0 {
+                    continue;
+                }
+                let w = *w as u64;
+                let ct = &inputs[i * in_size..(i + 1) * in_size];
+                for (a, c) in acc.iter_mut().zip(ct) {
+                    *a = a.wrapping_add(c.wrapping_mul(w));
+                }
+            }
+            let body = in_size - 1;
+            acc[body] = acc[body].wrapping_add((layer.offset[j] as u64).wrapping_mul(d_in));
+            LweCiphertext::from_container(acc, p.ciphertext_modulus)
+        };
+        let flat = match output {
+            Some((tables, bits)) if layer.is_output => {
+                let d = delta(bits);
+                let table =
+                    |j: usize| Table::Owned(lookup_table(p, circuit.precision_bits, d, &tables[j]));
+                bootstrap_many(key, layer.out_len, keyswitch, &dot, &table, cancelled)?
+            }
+            _ => {
+                let prebuilt = &luts.layers[li];
+                let table = |j: usize| Table::Borrowed(&prebuilt[j]);
+                bootstrap_many(key, layer.out_len, keyswitch, &dot, &table, cancelled)?
+            }
+        };
+        stats.bootstraps += layer.out_len;
+        if keyswitch {
+            stats.keyswitches += layer.out_len;
+        }
+        let big_size = LweDimension(circuit.params.big_lwe_dimension()).to_lwe_size();
+        current = LweCiphertextList::from_container(flat, big_size, p.ciphertext_modulus);
+    }
+    Ok(current)
+}
+
+/// A bootstrap table, prebuilt or made for one query.
+enum Table<'a> {
+    Borrowed(&'a GlweCiphertextOwned<u64>),
+    Owned(GlweCiphertextOwned<u64>),
+}
+
+impl Table<'_> {
+    fn glwe(&self) -> &GlweCiphertextOwned<u64> {
+        match self {
+            Table::Borrowed(g) => g,
+            Table::Owned(g) => g,
+        }
+    }
+}
+
+type InputFn<'a> = dyn Fn(usize) -> LweCiphertextOwned<u64> + Sync + 'a;
+type TableFn<'a> = dyn Fn(usize) -> Table<'a> + Sync + 'a;
+
+/// `count` programmable bootstraps: bootstrap `j` of `input(j)` (keyswitched
+/// first when `keyswitch`: big-key inputs) through `table(j)`. The work is
+/// split into one batch per worker; each batch runs its blind rotations
+/// together so the bootstrap key is streamed from memory once per batch.
+/// Returns the big-key outputs back to back.
+fn bootstrap_many<'a>(
+    key: &EvaluationKey,
+    count: usize,
+    keyswitch: bool,
+    input: &InputFn<'a>,
+    table: &TableFn<'a>,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<u64>> {
+    use rayon::prelude::*;
+    let p = key.params.tfhe();
+    let log_2n = CiphertextModulusLog(p.polynomial_size.0.trailing_zeros() as usize + 1);
+    let big_size = LweDimension(key.params.big_lwe_dimension()).to_lwe_size();
+    let threads = rayon::current_num_threads().max(1);
+    let batch = count.div_ceil(threads).max(1);
+    let batches: Vec<std::ops::Range<usize>> = (0..count)
+        .step_by(batch)
+        .map(|s| s..(s + batch).min(count))
+        .collect();
+    let outputs: Vec<Vec<u64>> = batches
+        .into_par_iter()
+        .map(|range| {
+            if cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let msed: Vec<SwitchedLwe> = range
+                .clone()
+                .map(|j| {
+                    let acc = input(j);
+                    if keyswitch {
+                        let mut small = LweCiphertext::new(
+                            0u64,
+                            p.lwe_dimension.to_lwe_size(),
+                            p.ciphertext_modulus,
+                        );
+                        keyswitch_lwe_ciphertext(&key.ksk, &acc, &mut small);
+                        SwitchedLwe::centered(&small, log_2n)
+                    } else {
+                        SwitchedLwe::centered(&acc, log_2n)
+                    }
+                })
+                .collect();
+            let tables: Vec<Table> = range.map(table).collect();
+            let luts: Vec<&GlweCiphertextOwned<u64>> = tables.iter().map(|t| t.glwe()).collect();
+            Ok(blind_rotate_batch(&key.fourier_bsk, &luts, &msed, big_size))
+        })
+        .collect::<Result<_>>()?;
+    Ok(outputs.into_iter().flatten().collect())
+}
+
+/// Server-side evaluator of a hardened model ([`Hardened`]: members plus a
+/// policy) under one evaluation key: the members' networks, then the
+/// query's [`Plan`], on ciphertexts.
+pub struct PlanEvaluator<'a> {
+    model: &'a Hardened,
+    key: &'a EvaluationKey,
+    tables: &'a [LookupTables],
+}
+
+impl<'a> PlanEvaluator<'a> {
+    /// `tables[i]` must be [`LookupTables::new`] of member `i`.
+    pub fn new(
+        model: &'a Hardened,
+        key: &'a EvaluationKey,
+        tables: &'a [LookupTables],
+    ) -> Result<Self> {
+        if key.params != model.params() {
+            return Err(Error::Eval(format!(
+                "evaluation key is for {}, the model uses {}",
+                key.params.name(),
+                model.params().name()
+            )));
+        }
+        if tables.len() != model.members.len()
+            || tables.iter().zip(&model.members).any(|(t, c)| !t.fits(c))
+        {
+            return Err(Error::Eval(
+                "lookup tables were built for other circuits".into(),
+            ));
+        }
+        Ok(Self { model, key, tables })
+    }
+
+    /// Evaluates the model and the plan on an encrypted input; gives up
+    /// with [`Error::Cancelled`] once `cancelled()` turns true.
+    pub fn evaluate(
+        &self,
+        input: &EncryptedInput,
+        plan: &Plan,
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(EncryptedOutput, EvalStats)> {
+        let first = &self.model.members[0];
+        check_input(first, input)?;
+        if plan.members != self.model.members.len()
+            || plan.member_tables.len() != plan.members
+            || plan.classes != first.classes
+        {
+            return Err(Error::Eval("plan does not fit the model".into()));
+        }
+        let start = std::time::Instant::now();
+        let mut stats = EvalStats::default();
+        let p = first.params.tfhe();
+        let bits = first.precision_bits;
+        let big_size = LweDimension(first.params.big_lwe_dimension()).to_lwe_size();
+        let mut inputs = input.cts.clone().decompress_into_lwe_ciphertext_list();
+        if plan.clamp_inputs {
+            // one bootstrap per input (no keyswitch: fresh small-key
+            // ciphertexts), half-step table, then re-centred
+            let lut = lookup_table(
+                p,
+                bits,
+                delta(bits + 1),
+                &clamp_table(first.input.bits, bits),
+            );
+            let size = inputs.lwe_size().0;
+            let raw = inputs.as_ref();
+            let input_ct = |i: usize| {
+                LweCiphertext::from_container(
+                    raw[i * size..(i + 1) * size].to_vec(),
+                    p.ciphertext_modulus,
+                )
+            };
+            let table = |_: usize| Table::Borrowed(&lut);
+            let mut flat = bootstrap_many(
+                self.key,
+                inputs.lwe_ciphertext_count().0,
+                false,
+                &input_ct,
+                &table,
+                cancelled,
+            )?;
+            let shift = ((1u64 << first.input.bits) - 1).wrapping_mul(delta(bits + 1));
+            for ct in flat.chunks_mut(big_size.0) {
+                let body = big_size.0 - 1;
+                ct[body] = ct[body].wrapping_add(shift);
+            }
+            stats.bootstraps += inputs.lwe_ciphertext_count().0;
+            inputs = LweCiphertextList::from_container(flat, big_size, p.ciphertext_modulus);
+        }
+        let mut values: Vec<Option<Vec<u64>>> = Vec::new();
+        for ((c, luts), tables) in self
+            .model
+            .members
+            .iter()
+            .zip(self.tables)
+            .zip(&plan.member_tables)
+        {
+            let out = run_layers(
+                c,
+                self.key,
+                luts,
+                inputs.clone(),
+                plan.clamp_inputs,
+                Some((tables, plan.member_out_bits)),
+                &mut stats,
+                cancelled,
+            )?;
+            values.extend(out.iter().map(|ct| Some(ct.as_ref().to_vec())));
+        }
+        values.resize(plan.op_id(plan.ops.len()), None);
+        let d_stage = delta(bits);
+        let combine = |values: &[Option<Vec<u64>>], op: &Op| -> Result<Vec<u64>> {
+            let mut acc = vec![0u64; big_size.0];
+            for (id, w) in &op.terms {
+                let ct = values
+                    .get(*id)
+                    .and_then(|v| v.as_ref())
+                    .ok_or_else(|| Error::Eval("plan uses a value before computing it".into()))?;
+                let w = *w as u64;
+                for (a, c) in acc.iter_mut().zip(ct) {
+                    *a = a.wrapping_add(c.wrapping_mul(w));
+                }
+            }
+            let body = big_size.0 - 1;
+            acc[body] = acc[body].wrapping_add((op.constant as u64).wrapping_mul(d_stage));
+            Ok(acc)
+        };
+        for level in 0..=plan.depth() {
+            if cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let batch: Vec<(usize, &Op)> = plan
+                .ops
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.level == level && o.lookup.is_some())
+                .collect();
+            if !batch.is_empty() {
+                let accs: Vec<Vec<u64>> = batch
+                    .iter()
+                    .map(|(_, op)| combine(&values, op))
+                    .collect::<Result<_>>()?;
+                let input_ct =
+                    |i: usize| LweCiphertext::from_container(accs[i].clone(), p.ciphertext_modulus);
+                let table = |i: usize| {
+                    let l = batch[i].1.lookup.as_ref().expect("filtered on lookups");
+                    Table::Owned(lookup_table(p, bits, delta(l.out_bits), &l.table))
+                };
+                let flat =
+                    bootstrap_many(self.key, batch.len(), true, &input_ct, &table, cancelled)?;
+                for ((k, _), ct) in batch.iter().zip(flat.chunks(big_size.0)) {
+                    values[plan.op_id(*k)] = Some(ct.to_vec());
+                }
+                stats.bootstraps += batch.len();
+                stats.keyswitches += batch.len();
+            }
+            for (k, op) in plan.ops.iter().enumerate() {
+                if op.level == level && op.lookup.is_none() {
+                    values[plan.op_id(k)] = Some(combine(&values, op)?);
+                }
+            }
+        }
+        let mut flat = Vec::with_capacity(plan.outputs.len() * big_size.0);
+        for id in &plan.outputs {
+            let ct = values
+                .get(*id)
+                .and_then(|v| v.as_ref())
+                .ok_or_else(|| Error::Eval("plan output was never computed".into()))?;
+            flat.extend_from_slice(ct);
+        }
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok((
+            EncryptedOutput {
+                params: first.params,
+                output_bits: plan.output_bits,
+                cts: LweCiphertextList::from_container(flat, big_size, p.ciphertext_modulus),
             },
             stats,
         ))
@@ -675,7 +940,7 @@ impl ModulusSwitchedLweCiphertext<usize> for SwitchedLwe {
 /// bootstrap key. Returns the outputs back to back.
 fn blind_rotate_batch(
     fourier: &FourierLweBootstrapKeyOwned,
-    luts: &[GlweCiphertextOwned<u64>],
+    luts: &[&GlweCiphertextOwned<u64>],
     msed: &[SwitchedLwe],
     big_size: LweSize,
 ) -> Vec<u64> {
@@ -784,7 +1049,7 @@ pub fn time_batched_bootstrap(key: &EvaluationKey, batch: usize) -> f64 {
         p.polynomial_size,
         p.ciphertext_modulus,
     );
-    let luts = vec![lut; batch];
+    let luts = vec![&lut; batch];
     let msed: Vec<SwitchedLwe> = (0..batch)
         .map(|b| {
             let mut small =
