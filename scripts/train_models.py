@@ -11,6 +11,19 @@ models/<name>.onnx and models/<name>.json (the manifest). Models:
               -> Dropout(0.1) -> Linear(36,10) -> Softmax
   cancer-mlp  [batch,30] standardized features -> Linear(30,16) -> ReLU
               -> Linear(16,2) -> logits
+  digits-logreg
+              [batch,64] raw pixels 0..16 -> Linear(64,10) -> logits
+              (softmax regression on the whole digits train split)
+  digits-pate-t0 .. digits-pate-t4
+              five PATE teachers, each the digits-logreg architecture
+              trained only on its own partition of the digits train split:
+              teacher i sees the train rows r with r % 5 == i (r = 0-based
+              data row index in data/digits.csv). Their manifests keep
+              "train": the whole train split, because that range is what
+              `blindfold compile` calibrates the input quantization on, and
+              the five teachers must share one input quantization (see
+              models/README.md); the rows each teacher was trained on are in
+              the manifest's "partition" field.
 
 Everything runs on the CPU in float32, single-threaded and with
 deterministic algorithms, and every model reseeds the RNGs before it is
@@ -20,6 +33,10 @@ scripts/requirements.txt).
 
 After export each ONNX file is reloaded, checked with onnx.checker and run
 with onnxruntime on the test rows; that accuracy goes into the manifest.
+
+After a run in which all five teachers exist, the accuracy of their plain
+(noise-free) majority vote on the test rows is printed (argmax of the vote
+counts, ties to the lowest class index).
 
 Usage: python3 scripts/train_models.py [--only NAME]
 """
@@ -118,6 +135,32 @@ class CancerMLP(nn.Module):
         return self.logits(x)
 
 
+class DigitsLogReg(nn.Module):
+    """Softmax regression on the raw 64 pixel values: one Linear(64, 10), logits out."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def logits(self, x):
+        return self.fc(x)
+
+    def forward(self, x):
+        return self.logits(x)
+
+
+# PATE teachers: disjoint partitions of the digits train split.
+PATE_TEACHERS = 5
+PATE_RULE = (
+    "teacher i is trained only on the rows r of the train split (0-based data "
+    "row index in the CSV, header excluded) with r % 5 == i"
+)
+
+
+def pate_name(i):
+    return f"digits-pate-t{i}"
+
+
 # Per-model configuration. Hyperparameters were chosen up front (and checked
 # only for convergence on the training rows), not tuned on the test rows.
 MODELS = {
@@ -151,7 +194,20 @@ MODELS = {
         "lr": 1e-3,
         "weight_decay": 1e-3,
     },
+    "digits-logreg": {
+        "dataset": "digits",
+        "build": DigitsLogReg,
+        "input_shape": [64],
+        "standardize": False,
+        "epochs": 300,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+    },
 }
+# The teachers use the digits-logreg settings; only the training rows differ.
+for _i in range(PATE_TEACHERS):
+    MODELS[pate_name(_i)] = dict(MODELS["digits-logreg"], partition={"of": PATE_TEACHERS, "index": _i})
 
 
 # ----------------------------------------------------------------------------
@@ -173,6 +229,13 @@ def load_csv(rel_path):
 def split(arr, bounds):
     lo, hi = bounds
     return arr[lo : hi + 1]
+
+
+def partition_mask(n_rows, bounds, part):
+    """Boolean mask over the split's rows: row r (absolute CSV data index) belongs
+    to teacher part["index"] when r % part["of"] == part["index"]."""
+    rows = np.arange(bounds[0], bounds[0] + n_rows)
+    return rows % part["of"] == part["index"]
 
 
 def standardize_params(x_train):
@@ -286,6 +349,11 @@ def build_model(name):
     x, y = load_csv(ds["data"])
     x_train, y_train = split(x, ds["train"]), split(y, ds["train"])
     x_test, y_test = split(x, ds["test"]), split(y, ds["test"])
+    part = spec.get("partition")
+    if part is not None:
+        mask = partition_mask(x_train.shape[0], ds["train"], part)
+        x_train, y_train = x_train[mask], y_train[mask]
+        print(f"  partition {part['index']} of {part['of']}: {x_train.shape[0]} training rows")
 
     if spec["standardize"]:
         mean, std = standardize_params(x_train)
@@ -341,6 +409,20 @@ def build_model(name):
         "data": ds["data"],
         "train": ds["train"],
         "test": ds["test"],
+    }
+    if part is not None:
+        manifest["partition"] = {
+            "of": part["of"],
+            "index": part["index"],
+            "rule": PATE_RULE,
+            "rows": int(x_train.shape[0]),
+        }
+        manifest["calibration_note"] = (
+            "train is the whole digits train split, not this teacher's training rows: "
+            "blindfold compile calibrates the input quantization on the manifest's train "
+            "rows, and all five teachers must share one input quantization"
+        )
+    manifest.update({
         "input_shape": spec["input_shape"],
         "classes": ds["classes"],
         "preprocessing": prep,
@@ -351,7 +433,7 @@ def build_model(name):
         "exporter": f"torch {torch_version()} torch.onnx.export(dynamo=False)",
         "seed": SEED,
         "script": SCRIPT,
-    }
+    })
     json_path = os.path.join(REPO_ROOT, "models", f"{name}.json")
     with open(json_path, "w", encoding="ascii", newline="") as f:
         f.write(format_json(manifest) + "\n")
@@ -371,6 +453,28 @@ def main():
     for name in MODELS:
         if args.only is None or args.only == name:
             build_model(name)
+
+    report_pate_vote()
+
+
+def report_pate_vote():
+    """Print the test accuracy of the plain majority vote of the five teachers
+    (no noise; argmax of the vote counts, ties to the lowest class index)."""
+    paths = [os.path.join(REPO_ROOT, "models", f"{pate_name(i)}.onnx") for i in range(PATE_TEACHERS)]
+    if not all(os.path.exists(p) for p in paths):
+        return
+    ds = DATASETS["digits"]
+    x, y = load_csv(ds["data"])
+    x_test = split(x, ds["test"]).astype(np.float32)
+    y_test = split(y, ds["test"])
+    votes = np.zeros((x_test.shape[0], ds["classes"]), dtype=np.int64)
+    for p in paths:
+        pred = onnx_predict(p, x_test)
+        votes[np.arange(x_test.shape[0]), pred] += 1
+    winner = votes.argmax(axis=1)  # numpy argmax returns the first maximum
+    correct = int((winner == y_test).sum())
+    total = int(y_test.shape[0])
+    print(f"== PATE plain majority vote of {PATE_TEACHERS} teachers: {correct}/{total} = {correct / total:.4f}")
 
 
 if __name__ == "__main__":
