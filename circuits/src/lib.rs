@@ -3,8 +3,10 @@
 
 pub mod compile;
 pub mod data;
+pub mod dp;
 pub mod error;
 pub mod eval;
+pub mod harden;
 pub mod ir;
 pub mod onnx;
 pub mod params;

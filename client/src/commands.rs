@@ -10,10 +10,12 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use blindfold_circuits::params::ParamSet;
 use blindfold_client::crypto::{self, Prediction};
 use blindfold_client::keys::KeyDir;
 use blindfold_client::remote::DEFAULT_SERVER;
 use blindfold_client::{ClientSpec, ConnectOptions, Remote};
+use blindfold_proto::v1;
 
 /// Where the server is and who we are.
 #[derive(Args, Clone)]
@@ -34,8 +36,14 @@ pub struct ServerArgs {
 
 #[derive(Subcommand)]
 pub enum NetCommand {
-    /// List the models a server serves.
+    /// List the models a server serves, with each model's policy.
     Models {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show this identity's remaining query budget for a model.
+    Budget {
+        model: String,
         #[arg(long)]
         json: bool,
     },
@@ -157,7 +165,10 @@ async fn spec_for(server: &ServerArgs, keys: &KeyDir, model: &str) -> anyhow::Re
 struct PredictRow {
     row: usize,
     label: usize,
+    /// Best classes, best first (top-k policies).
+    labels: Vec<usize>,
     true_label: Option<usize>,
+    /// Truncated or raw scores (score policies; empty for label policies).
     logits: Vec<f64>,
     encrypt_ms: f64,
     round_trip_ms: f64,
@@ -183,26 +194,40 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                             "classes": m.classes,
                             "bootstraps_per_inference": m.bootstraps_per_inference,
                             "predict_clear_enabled": m.predict_clear_enabled,
+                            "policy": m.policy.as_ref().map(policy_json),
                         })
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<18} {:>7} {:>10} {:>6}  {:<52} description",
-                    "model", "classes", "bootstraps", "clear", "parameter set"
+                    "{:<18} {:>7} {:>10} {:>6} {:>4}  {:<44} description",
+                    "model", "classes", "bootstraps", "clear", "set", "policy"
                 );
                 for m in models {
+                    let set = ParamSet::from_name(&m.parameter_set)
+                        .map(|p| p.short_name().to_string())
+                        .unwrap_or_else(|| m.parameter_set.clone());
                     println!(
-                        "{:<18} {:>7} {:>10} {:>6}  {:<52} {}",
+                        "{:<18} {:>7} {:>10} {:>6} {:>4}  {:<44} {}",
                         m.name,
                         m.classes,
                         m.bootstraps_per_inference,
                         if m.predict_clear_enabled { "yes" } else { "no" },
-                        m.parameter_set,
+                        set,
+                        m.policy.as_ref().map(fmt_policy).unwrap_or_default(),
                         m.description
                     );
                 }
+            }
+        }
+        NetCommand::Budget { model, json } => {
+            let remote = connect(server).await?;
+            let b = remote.get_budget(&model).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&budget_json(&b))?);
+            } else {
+                println!("{model}: {}", fmt_budget(&b));
             }
         }
         NetCommand::Keygen { model, keys, force } => {
@@ -305,6 +330,7 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
             let key_id = dir.key_id()?;
             let (rows, truth) = crypto::read_csv(&input, spec.input.len(), labels)?;
             let mut out = Vec::new();
+            let mut budget = None;
             for (b, chunk) in rows.chunks(batch).enumerate() {
                 let t = Instant::now();
                 let cts = chunk
@@ -327,6 +353,7 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                 };
                 let round_trip = t.elapsed();
                 let timing = response.timing.unwrap_or_default();
+                budget = response.budget.clone();
                 let n = chunk.len() as f64;
                 for (i, bytes) in response.outputs.iter().enumerate() {
                     let t = Instant::now();
@@ -335,6 +362,7 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                     let r = PredictRow {
                         row,
                         label: p.label,
+                        labels: p.labels,
                         true_label: truth[row],
                         logits: p.logits,
                         encrypt_ms: ms(encrypt),
@@ -351,9 +379,18 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                 }
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "predictions": out,
+                        "budget": budget.as_ref().map(budget_json),
+                    }))?
+                );
             } else {
                 print_accuracy(out.iter().map(|r| (r.label, r.true_label)));
+                if let Some(b) = &budget {
+                    println!("budget: {}", fmt_budget(b));
+                }
             }
         }
         NetCommand::PredictClear {
@@ -366,9 +403,11 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
             let (_, spec) = remote.get_model(&model).await?;
             let (rows, truth) = crypto::read_csv(&input, spec.input.len(), labels)?;
             let mut all = Vec::new();
+            let mut budget = None;
             for chunk in rows.chunks(16) {
                 let r = remote.predict_clear(&model, chunk.to_vec()).await?;
                 all.extend(r.predictions);
+                budget = r.budget;
             }
             if json {
                 let list: Vec<_> = all
@@ -376,20 +415,29 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                     .zip(&truth)
                     .enumerate()
                     .map(|(row, (p, t))| {
-                        serde_json::json!({"row": row, "label": p.label, "true_label": t, "logits": p.logits})
+                        serde_json::json!({"row": row, "label": p.label, "labels": p.labels, "true_label": t, "logits": p.logits})
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "predictions": list,
+                        "budget": budget.as_ref().map(budget_json),
+                    }))?
+                );
             } else {
                 for (row, (p, t)) in all.iter().zip(&truth).enumerate() {
+                    let labels: Vec<usize> = p.labels.iter().map(|l| *l as usize).collect();
                     println!(
-                        "row {row}: label {}{}  logits [{}]",
-                        p.label,
+                        "row {row}: {}{}",
+                        fmt_answer(p.label as usize, &labels, &p.logits),
                         t.map(|t| format!(" (true {t})")).unwrap_or_default(),
-                        fmt_logits(&p.logits)
                     );
                 }
                 print_accuracy(all.iter().zip(&truth).map(|(p, t)| (p.label as usize, *t)));
+                if let Some(b) = &budget {
+                    println!("budget: {}", fmt_budget(b));
+                }
             }
         }
         NetCommand::Encrypt {
@@ -434,13 +482,12 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                     .with_context(|| format!("decrypting {}", f.display()))?;
                 if !json {
                     println!(
-                        "{}: label {}  logits [{}]",
+                        "{}: {}",
                         f.display(),
-                        p.label,
-                        fmt_logits(&p.logits)
+                        fmt_answer(p.label, &p.labels, &p.logits)
                     );
                 }
-                list.push(serde_json::json!({"file": f, "label": p.label, "logits": p.logits}));
+                list.push(serde_json::json!({"file": f, "label": p.label, "labels": p.labels, "logits": p.logits}));
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -477,11 +524,120 @@ fn fmt_logits(l: &[f64]) -> String {
         .join(", ")
 }
 
+/// What the policy returned: the label, the top-k list, or the scores.
+fn fmt_answer(label: usize, labels: &[usize], logits: &[f64]) -> String {
+    if !logits.is_empty() {
+        format!("label {label}  scores [{}]", fmt_logits(logits))
+    } else if labels.len() > 1 {
+        format!(
+            "top-{} [{}]",
+            labels.len(),
+            labels
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        format!("label {label}")
+    }
+}
+
+fn policy_mode(p: &v1::Policy) -> String {
+    match v1::OutputMode::try_from(p.output) {
+        Ok(v1::OutputMode::Raw) => "raw".into(),
+        Ok(v1::OutputMode::Scores) => format!("scores {} bits", p.scores_bits),
+        Ok(v1::OutputMode::Label) => "label".into(),
+        Ok(v1::OutputMode::TopK) => format!("top-{}", p.top_k),
+        _ => "unknown".into(),
+    }
+}
+
+fn policy_noise(p: &v1::Policy) -> Option<String> {
+    match v1::NoiseKind::try_from(p.noise) {
+        Ok(v1::NoiseKind::Gaussian) => Some(format!("gaussian σ={}", p.noise_scale)),
+        Ok(v1::NoiseKind::Laplace) => Some(format!("laplace b={}", p.noise_scale)),
+        _ => None,
+    }
+}
+
+/// One line: mode, noise, clamp, ensemble, budget.
+fn fmt_policy(p: &v1::Policy) -> String {
+    let mut parts = vec![policy_mode(p)];
+    parts.extend(policy_noise(p));
+    if p.clamp_inputs {
+        parts.push("clamp".into());
+    }
+    if p.members > 1 {
+        let agg = if p.aggregate == v1::Aggregate::Votes as i32 {
+            "votes"
+        } else {
+            "logits"
+        };
+        parts.push(format!("{} members ({agg})", p.members));
+    }
+    if let Some(b) = &p.budget {
+        if let Some(a) = b.answers {
+            parts.push(format!("{a} answers"));
+        }
+        if let Some(e) = b.epsilon {
+            parts.push(format!("ε≤{e}"));
+        }
+    }
+    parts.join(", ")
+}
+
+fn policy_json(p: &v1::Policy) -> serde_json::Value {
+    serde_json::json!({
+        "output": policy_mode(p),
+        "noise": policy_noise(p),
+        "clamp_inputs": p.clamp_inputs,
+        "members": p.members,
+        "aggregate": if p.aggregate == v1::Aggregate::Votes as i32 { "votes" } else { "logits" },
+        "budget_answers": p.budget.as_ref().and_then(|b| b.answers),
+        "budget_epsilon": p.budget.as_ref().and_then(|b| b.epsilon),
+        "budget_delta": p.budget.as_ref().and_then(|b| b.delta),
+        "clamp_bootstraps": p.clamp_bootstraps,
+        "stage_bootstraps": p.stage_bootstraps,
+        "rdp_per_answer": p.rdp_per_answer,
+    })
+}
+
+fn fmt_budget(b: &v1::Budget) -> String {
+    let mut s = match (b.answers_limit, b.answers_remaining) {
+        (Some(limit), Some(left)) => {
+            format!("{} of {limit} answers used, {left} left", b.answers_used)
+        }
+        _ => format!("{} answers used, no limit", b.answers_used),
+    };
+    if let (Some(spent), Some(delta)) = (b.epsilon_spent, b.delta) {
+        match b.epsilon_limit {
+            Some(limit) => s.push_str(&format!(
+                "; privacy loss ε = {spent:.3} of {limit} (δ = {delta:e})"
+            )),
+            None => s.push_str(&format!("; privacy loss ε = {spent:.3} (δ = {delta:e})")),
+        }
+    }
+    s
+}
+
+fn budget_json(b: &v1::Budget) -> serde_json::Value {
+    serde_json::json!({
+        "model": b.model,
+        "answers_used": b.answers_used,
+        "answers_limit": b.answers_limit,
+        "answers_remaining": b.answers_remaining,
+        "epsilon_spent": b.epsilon_spent,
+        "epsilon_limit": b.epsilon_limit,
+        "delta": b.delta,
+    })
+}
+
 fn print_prediction(r: &PredictRow) {
     println!(
-        "row {}: label {}{}  (server {:.0} ms, {} bootstraps; round trip {:.0} ms; encrypt {:.1} ms, decrypt {:.1} ms)",
+        "row {}: {}{}  (server {:.0} ms, {} bootstraps; round trip {:.0} ms; encrypt {:.1} ms, decrypt {:.1} ms)",
         r.row,
-        r.label,
+        fmt_answer(r.label, &r.labels, &r.logits),
         r.true_label.map(|t| format!(" (true {t})")).unwrap_or_default(),
         r.server_evaluation_ms,
         r.bootstraps,

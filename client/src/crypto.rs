@@ -2,16 +2,20 @@
 //! feature rows, decrypt and decode answers.
 
 use blindfold_circuits::compile::ClientSpec;
-use blindfold_circuits::data::argmax;
 use blindfold_circuits::eval::fhe::{Blob, ClientKey, EncryptedOutput};
+use blindfold_circuits::harden::Answer;
 
 use crate::error::ClientError;
 
-/// One decrypted answer.
+/// One decrypted answer, as the model's policy shaped it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Prediction {
+    /// The best class.
     pub label: usize,
-    /// Dequantized logits.
+    /// The best classes, best first (label and top-k policies; just the
+    /// argmax for score policies).
+    pub labels: Vec<usize>,
+    /// Dequantized (possibly truncated) logits; empty for label policies.
     pub logits: Vec<f64>,
     /// The decrypted integers (modulo `2^(output_bits+1)`).
     pub raw: Vec<i64>,
@@ -32,7 +36,7 @@ pub fn encrypt_row(
 
 /// Largest encrypted output a well-behaved server sends for `spec`.
 pub fn output_limit(spec: &ClientSpec) -> u64 {
-    (spec.classes as u64) * (spec.params.big_lwe_dimension() as u64 + 1) * 8 + 4096
+    (spec.output_count() as u64) * (spec.params.big_lwe_dimension() as u64 + 1) * 8 + 4096
 }
 
 /// Serialized encrypted output → prediction.
@@ -43,10 +47,17 @@ pub fn decrypt_output(
 ) -> Result<Prediction, ClientError> {
     let out = EncryptedOutput::from_bytes(bytes, output_limit(spec))?;
     let raw = ck.decrypt(spec, &out)?;
-    let logits = spec.decode_output(&raw);
+    let answer = Answer::decode(spec, &raw);
+    if let Some(bad) = answer.labels.iter().find(|l| **l >= spec.classes) {
+        return Err(ClientError::Answer(format!(
+            "decrypted label {bad} of a {}-class model: wrong key or a corrupted answer",
+            spec.classes
+        )));
+    }
     Ok(Prediction {
-        label: argmax(&logits),
-        logits,
+        label: answer.label,
+        labels: answer.labels,
+        logits: answer.scores,
         raw,
     })
 }

@@ -245,6 +245,19 @@ impl Remote {
 
     /// The raw inference client, for callers that need more control (tests
     /// sending deliberately malformed requests).
+    /// The caller's remaining budget for `model`.
+    pub async fn get_budget(&self, model: &str) -> Result<v1::Budget, ClientError> {
+        Ok(self
+            .inference
+            .clone()
+            .get_budget(v1::GetBudgetRequest {
+                model: model.into(),
+            })
+            .await
+            .map_err(rpc("GetBudget"))?
+            .into_inner())
+    }
+
     pub fn inference_client(&self) -> v1::inference_client::InferenceClient<Svc> {
         self.inference.clone()
     }

@@ -1,6 +1,6 @@
 //! The model spec a server sends, turned into a checked [`ClientSpec`].
 
-use blindfold_circuits::compile::{ClientSpec, InputSpec};
+use blindfold_circuits::compile::{ClientSpec, InputSpec, OutputKind};
 use blindfold_circuits::data::Preprocessing;
 use blindfold_circuits::params::ParamSet;
 use blindfold_proto::v1;
@@ -21,6 +21,18 @@ pub fn from_proto(spec: &v1::ModelSpec) -> Result<ClientSpec, ClientError> {
             std: s.std.clone(),
         },
     };
+    let kind = match v1::OutputKind::try_from(output.kind) {
+        Ok(v1::OutputKind::Logits) => {
+            if output.count != output.classes {
+                return Err(bad("logit answers must hold one value per class"));
+            }
+            OutputKind::Logits
+        }
+        Ok(v1::OutputKind::Labels) => OutputKind::Labels {
+            k: output.count as usize,
+        },
+        Err(_) => return Err(bad(&format!("unknown output kind {}", output.kind))),
+    };
     let client = ClientSpec {
         name: spec.name.clone(),
         params,
@@ -36,6 +48,7 @@ pub fn from_proto(spec: &v1::ModelSpec) -> Result<ClientSpec, ClientError> {
         output_bits: output.bits,
         output_scale: output.scale,
         output_zero_point: output.zero_point,
+        output: kind,
     };
     client.validate().map_err(|e| bad(&e.to_string()))?;
     Ok(client)

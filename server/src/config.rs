@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use blindfold_circuits::harden::{Aggregate, Noise, NoiseKind, OutputMode, Policy};
+
 use crate::error::ConfigError;
 
 /// Default gRPC listen address (loopback only).
@@ -139,13 +141,162 @@ pub struct ModelEntry {
     /// Name clients use.
     pub name: String,
     /// Compiled circuit (`blindfold compile` output).
-    pub circuit: PathBuf,
+    #[serde(default)]
+    pub circuit: Option<PathBuf>,
+    /// An ensemble: several compiled circuits sharing one input encoding
+    /// (instead of `circuit`).
+    #[serde(default)]
+    pub circuits: Vec<PathBuf>,
     #[serde(default)]
     pub description: String,
-    /// Whether `PredictClear` answers for this model.
+    /// Whether `PredictClear` answers for this model (under the same policy).
     #[serde(default = "yes")]
     pub predict_clear: bool,
+    /// The owner's hardening policy (default: label only, no noise).
+    #[serde(default)]
+    pub policy: PolicyEntry,
+    /// Per client identity; absent: unlimited.
+    #[serde(default)]
+    pub budget: BudgetEntry,
 }
+
+impl ModelEntry {
+    /// The circuit files, `circuit` or `circuits`.
+    pub fn circuit_paths(&self) -> Vec<PathBuf> {
+        self.circuit.iter().chain(&self.circuits).cloned().collect()
+    }
+}
+
+/// `[models.policy]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyEntry {
+    /// `raw`, `scores`, `label` or `top_k`.
+    #[serde(default = "default_output")]
+    pub output: String,
+    /// Bits per truncated score (`output = "scores"`).
+    #[serde(default)]
+    pub scores_bits: Option<u32>,
+    /// Labels per answer (`output = "top_k"`).
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// `none`, `gaussian` or `laplace`.
+    #[serde(default = "default_noise")]
+    pub noise: String,
+    /// Standard deviation (Gaussian) or scale (Laplace), in logit units
+    /// (votes for `aggregate = "votes"`).
+    #[serde(default)]
+    pub noise_scale: f64,
+    #[serde(default)]
+    pub clamp_inputs: bool,
+    /// `logits` or `votes` (ensembles).
+    #[serde(default = "default_aggregate")]
+    pub aggregate: String,
+}
+
+impl Default for PolicyEntry {
+    fn default() -> Self {
+        Self {
+            output: default_output(),
+            scores_bits: None,
+            k: None,
+            noise: default_noise(),
+            noise_scale: 0.0,
+            clamp_inputs: false,
+            aggregate: default_aggregate(),
+        }
+    }
+}
+
+fn default_output() -> String {
+    "label".into()
+}
+fn default_noise() -> String {
+    "none".into()
+}
+fn default_aggregate() -> String {
+    "logits".into()
+}
+
+impl PolicyEntry {
+    /// The policy, or why it is not one.
+    pub fn policy(&self) -> Result<Policy, String> {
+        let output = match (self.output.as_str(), self.scores_bits, self.k) {
+            ("raw", None, None) => OutputMode::Raw,
+            ("label", None, None) => OutputMode::Label,
+            ("scores", Some(bits), None) => OutputMode::Scores { bits },
+            ("scores", None, _) => return Err("output = \"scores\" needs scores_bits".into()),
+            ("top_k", None, Some(k)) => OutputMode::TopK { k },
+            ("top_k", _, None) => return Err("output = \"top_k\" needs k".into()),
+            ("raw" | "label" | "scores" | "top_k", _, _) => {
+                return Err(format!(
+                    "scores_bits goes with output = \"scores\" and k with \"top_k\", not \"{}\"",
+                    self.output
+                ))
+            }
+            (other, _, _) => {
+                return Err(format!(
+                    "output {other:?} is not one of raw, scores, label, top_k"
+                ))
+            }
+        };
+        let kind = match self.noise.as_str() {
+            "none" => NoiseKind::None,
+            "gaussian" => NoiseKind::Gaussian,
+            "laplace" => NoiseKind::Laplace,
+            other => {
+                return Err(format!(
+                    "noise {other:?} is not one of none, gaussian, laplace"
+                ))
+            }
+        };
+        if !(self.noise_scale.is_finite() && self.noise_scale >= 0.0) {
+            return Err("noise_scale must be a non-negative number".into());
+        }
+        if kind != NoiseKind::None && self.noise_scale == 0.0 {
+            return Err(format!(
+                "noise = {:?} needs a positive noise_scale",
+                self.noise
+            ));
+        }
+        let aggregate = match self.aggregate.as_str() {
+            "logits" => Aggregate::Logits,
+            "votes" => Aggregate::Votes,
+            other => return Err(format!("aggregate {other:?} is not one of logits, votes")),
+        };
+        Ok(Policy {
+            output,
+            noise: Noise {
+                kind,
+                scale: if kind == NoiseKind::None {
+                    0.0
+                } else {
+                    self.noise_scale
+                },
+            },
+            clamp_inputs: self.clamp_inputs,
+            aggregate,
+        })
+    }
+}
+
+/// `[models.budget]`: what one client identity may get from the model.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetEntry {
+    /// Answers (one per input of a batch).
+    #[serde(default)]
+    pub answers: Option<u64>,
+    /// Differential-privacy loss, for vote ensembles with Gaussian noise
+    /// (PATE): epsilon at `delta`.
+    #[serde(default)]
+    pub epsilon: Option<f64>,
+    #[serde(default)]
+    pub delta: Option<f64>,
+}
+
+/// δ of an epsilon budget when the config gives none.
+pub const DEFAULT_DELTA: f64 = 1e-5;
 
 fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN.parse().expect("valid default address")
@@ -191,7 +342,10 @@ impl Config {
         };
         fix(&mut self.data_dir);
         for m in &mut self.models {
-            fix(&mut m.circuit);
+            if let Some(c) = &mut m.circuit {
+                fix(c);
+            }
+            m.circuits.iter_mut().for_each(fix);
         }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.cert);
@@ -243,6 +397,48 @@ impl Config {
             }
             if !model_names.insert(m.name.clone()) {
                 return bad(format!("model {} is listed twice", m.name));
+            }
+            match (&m.circuit, m.circuits.len()) {
+                (Some(_), 0) | (None, 1..) => {}
+                _ => return bad(format!(
+                    "model {}: give either circuit or circuits (an ensemble), not both or neither",
+                    m.name
+                )),
+            }
+            let policy = m
+                .policy
+                .policy()
+                .map_err(|e| ConfigError::Invalid(format!("model {} policy: {e}", m.name)))?;
+            let b = &m.budget;
+            if b.answers == Some(0) {
+                return bad(format!("model {}: budget.answers must be positive", m.name));
+            }
+            match (b.epsilon, b.delta) {
+                (None, None) => {}
+                (Some(eps), delta) => {
+                    let delta = delta.unwrap_or(DEFAULT_DELTA);
+                    if !(eps.is_finite() && eps > 0.0 && delta > 0.0 && delta < 1.0) {
+                        return bad(format!(
+                            "model {}: budget.epsilon must be positive and delta in (0, 1)",
+                            m.name
+                        ));
+                    }
+                    if policy.aggregate != Aggregate::Votes
+                        || policy.noise.kind != NoiseKind::Gaussian
+                        || m.circuits.len() < 2
+                    {
+                        return bad(format!(
+                            "model {}: an epsilon budget needs a PATE policy (circuits = [teachers], aggregate = \"votes\", noise = \"gaussian\"): no other policy here has a privacy accountant",
+                            m.name
+                        ));
+                    }
+                }
+                (None, Some(_)) => {
+                    return bad(format!(
+                        "model {}: budget.delta without budget.epsilon",
+                        m.name
+                    ))
+                }
             }
         }
         let l = &self.limits;
@@ -317,8 +513,8 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.data_dir, PathBuf::from("/etc/blindfold/state"));
         assert_eq!(
-            c.models[0].circuit,
-            PathBuf::from("/etc/blindfold/m.circuit.json")
+            c.models[0].circuit_paths(),
+            vec![PathBuf::from("/etc/blindfold/m.circuit.json")]
         );
         assert!(c.models[0].predict_clear);
         c.validate().unwrap();

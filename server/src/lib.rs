@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod ledger;
 pub mod metrics;
 pub mod pool;
 pub mod registry;
@@ -57,6 +58,11 @@ impl Server {
         let store = tokio::task::spawn_blocking(move || KeyStore::open(&dir))
             .await
             .map_err(|e| ServerError::Internal(e.to_string()))??;
+        let dir = config.data_dir.clone();
+        let ledger = tokio::task::spawn_blocking(move || crate::ledger::Ledger::open(&dir))
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))?
+            .map_err(|e| ServerError::Internal(e.to_string()))?;
         let registry = Registry::load(&config.models)?;
         let metrics = Arc::new(Metrics::default());
         let pool = ComputePool::new(
@@ -76,6 +82,7 @@ impl Server {
             uploads: Arc::new(tokio::sync::Semaphore::new(
                 config.limits.max_concurrent_uploads,
             )),
+            ledger: Arc::new(ledger),
         });
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),

@@ -1,25 +1,32 @@
-//! The served models: compiled circuits loaded from the config, and their
+//! The served models: compiled circuits (one, or an ensemble) loaded from
+//! the config with their owner's hardening policy and budget, and their
 //! client specs as the proto describes them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use blindfold_circuits::compile::Circuit;
+use blindfold_circuits::compile::{Circuit, OutputKind};
 use blindfold_circuits::data::Preprocessing;
 use blindfold_circuits::eval::fhe::LookupTables;
+use blindfold_circuits::harden::{Aggregate, Hardened, NoiseKind, OutputMode, Policy};
 use blindfold_proto::v1;
 use sha2::{Digest, Sha256};
 
-use crate::config::ModelEntry;
+use crate::config::{ModelEntry, DEFAULT_DELTA};
 use crate::error::ServerError;
+use crate::ledger::Limits;
 
 pub struct Model {
     pub name: String,
     pub description: String,
     pub predict_clear: bool,
-    pub circuit: Arc<Circuit>,
-    /// The circuit's bootstrap tables, built once at load.
-    pub tables: Arc<LookupTables>,
+    /// Members and policy.
+    pub hardened: Arc<Hardened>,
+    /// Each member's bootstrap tables, built once at load.
+    pub tables: Arc<Vec<LookupTables>>,
+    pub budget: Limits,
+    /// RDP (per order) one answer costs: `1/σ²` for PATE, else 0.
+    pub rdp_per_answer: f64,
     pub sha256: [u8; 32],
 }
 
@@ -29,35 +36,106 @@ impl Model {
             name: entry.name.clone(),
             source: Box::new(source),
         };
-        let text =
-            blindfold_circuits::data::read_limited(&entry.circuit, 256 << 20).map_err(err)?;
-        let circuit = Circuit::from_json(&text).map_err(err)?;
+        let policy = entry
+            .policy
+            .policy()
+            .map_err(|m| err(blindfold_circuits::Error::Compile(format!("policy: {m}"))))?;
+        let mut hasher = Sha256::new();
+        let mut members = Vec::new();
+        for path in entry.circuit_paths() {
+            let text = blindfold_circuits::data::read_limited(&path, 256 << 20).map_err(err)?;
+            hasher.update(Sha256::digest(text.as_bytes()));
+            members.push(Circuit::from_json(&text).map_err(err)?);
+        }
+        hasher.update(serde_json::to_vec(&policy).unwrap_or_default());
+        let tables = members.iter().map(LookupTables::new).collect();
+        let hardened = Hardened::new(&entry.name, members, policy).map_err(err)?;
+        let dp = policy.aggregate == Aggregate::Votes
+            && policy.noise.kind == NoiseKind::Gaussian
+            && hardened.members.len() > 1;
+        let rdp_per_answer = if dp {
+            blindfold_circuits::dp::gnmax_rdp_per_order(policy.noise.scale)
+        } else {
+            0.0
+        };
+        let budget = Limits {
+            answers: entry.budget.answers,
+            epsilon: entry
+                .budget
+                .epsilon
+                .map(|e| (e, entry.budget.delta.unwrap_or(DEFAULT_DELTA))),
+        };
         Ok(Self {
             name: entry.name.clone(),
             description: entry.description.clone(),
             predict_clear: entry.predict_clear,
-            sha256: Sha256::digest(text.as_bytes()).into(),
-            tables: Arc::new(LookupTables::new(&circuit)),
-            circuit: Arc::new(circuit),
+            sha256: hasher.finalize().into(),
+            hardened: Arc::new(hardened),
+            tables: Arc::new(tables),
+            budget,
+            rdp_per_answer,
         })
     }
 
+    pub fn policy(&self) -> Policy {
+        self.hardened.policy
+    }
+
+    pub fn policy_proto(&self) -> v1::Policy {
+        let p = self.policy();
+        let cost = self.hardened.cost();
+        let (output, scores_bits, top_k) = match p.output {
+            OutputMode::Raw => (v1::OutputMode::Raw, 0, 0),
+            OutputMode::Scores { bits } => (v1::OutputMode::Scores, bits, 0),
+            OutputMode::Label => (v1::OutputMode::Label, 0, 1),
+            OutputMode::TopK { k } => (v1::OutputMode::TopK, 0, k as u32),
+        };
+        v1::Policy {
+            output: output as i32,
+            scores_bits,
+            top_k,
+            noise: match p.noise.kind {
+                NoiseKind::None => v1::NoiseKind::None,
+                NoiseKind::Gaussian => v1::NoiseKind::Gaussian,
+                NoiseKind::Laplace => v1::NoiseKind::Laplace,
+            } as i32,
+            noise_scale: p.noise.scale,
+            clamp_inputs: p.clamp_inputs,
+            members: self.hardened.members.len() as u32,
+            aggregate: match p.aggregate {
+                Aggregate::Logits => v1::Aggregate::Logits,
+                Aggregate::Votes => v1::Aggregate::Votes,
+            } as i32,
+            budget: Some(v1::BudgetLimits {
+                answers: self.budget.answers,
+                epsilon: self.budget.epsilon.map(|e| e.0),
+                delta: self.budget.epsilon.map(|e| e.1),
+            }),
+            clamp_bootstraps: cost.input_clamp as u32,
+            stage_bootstraps: cost.stage as u32,
+            rdp_per_answer: self.rdp_per_answer,
+        }
+    }
+
     pub fn summary(&self) -> v1::ModelSummary {
-        let c = &self.circuit;
+        let h = &self.hardened;
         v1::ModelSummary {
             name: self.name.clone(),
             description: self.description.clone(),
-            parameter_set: c.params.name().to_string(),
-            classes: c.classes as u32,
-            bootstraps_per_inference: c.pbs_per_inference() as u32,
+            parameter_set: h.params().name().to_string(),
+            classes: h.classes() as u32,
+            bootstraps_per_inference: h.cost().bootstraps() as u32,
             predict_clear_enabled: self.predict_clear,
+            policy: Some(self.policy_proto()),
         }
     }
 
     /// Everything a client needs, nothing it must not see (no weights, no
     /// tables).
     pub fn spec(&self) -> v1::ModelSpec {
-        let c = &self.circuit;
+        let h = &self.hardened;
+        let c = h.client_spec();
+        let cost = h.cost();
         let preprocessing = match &c.input.preprocessing {
             Preprocessing::None => v1::preprocessing::Kind::None(v1::NoPreprocessing {}),
             Preprocessing::Standardize { mean, std } => {
@@ -67,6 +145,11 @@ impl Model {
                 })
             }
         };
+        let p_error: f64 = h
+            .members
+            .iter()
+            .map(|m| m.report.p_fail_inference_worst)
+            .sum();
         v1::ModelSpec {
             name: self.name.clone(),
             parameter_set: c.params.name().to_string(),
@@ -85,11 +168,17 @@ impl Model {
                 bits: c.output_bits,
                 scale: c.output_scale,
                 zero_point: c.output_zero_point,
+                kind: match c.output {
+                    OutputKind::Logits => v1::OutputKind::Logits,
+                    OutputKind::Labels { .. } => v1::OutputKind::Labels,
+                } as i32,
+                count: c.output_count() as u32,
             }),
-            bootstraps_per_inference: c.pbs_per_inference() as u32,
-            keyswitches_per_inference: c.ks_per_inference() as u32,
-            predicted_p_error: c.report.p_fail_inference_worst,
+            bootstraps_per_inference: cost.bootstraps() as u32,
+            keyswitches_per_inference: cost.keyswitches as u32,
+            predicted_p_error: p_error.min(1.0),
             circuit_sha256: self.sha256.to_vec(),
+            policy: Some(self.policy_proto()),
         }
     }
 }
@@ -103,10 +192,14 @@ impl Registry {
         let mut models = BTreeMap::new();
         for e in entries {
             let m = Model::load(e)?;
+            let cost = m.hardened.cost();
             tracing::info!(
                 model = %m.name,
-                params = m.circuit.params.short_name(),
-                bootstraps = m.circuit.pbs_per_inference(),
+                params = m.hardened.params().short_name(),
+                members = m.hardened.members.len(),
+                policy = %m.policy().output,
+                noise = m.policy().noise.scale,
+                bootstraps = cost.bootstraps(),
                 predict_clear = m.predict_clear,
                 "loaded model"
             );

@@ -9,7 +9,9 @@
 //!   version check or do not conform to the parameter set; wrong number of
 //!   features or inputs; a key stream longer or shorter than declared;
 //! * `RESOURCE_EXHAUSTED` — a size or count limit (chunk, key, ciphertext,
-//!   keys per identity, concurrent uploads) or a full compute queue;
+//!   keys per identity, concurrent uploads), a full compute queue, or the
+//!   caller's query budget for the model (answers or privacy loss; the
+//!   message says which);
 //! * `FAILED_PRECONDITION` — a key registered for another parameter set than
 //!   the model's;
 //! * `PERMISSION_DENIED` — `PredictClear` disabled by the model's owner;
@@ -20,13 +22,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blindfold_circuits::compile::Circuit;
-use blindfold_circuits::eval::clear;
 use blindfold_circuits::eval::fhe::{
-    self, Blob, CompressedEvaluationKey, EncryptedInput, EvalStats, EvaluationKey, FheEvaluator,
+    self, Blob, CompressedEvaluationKey, EncryptedInput, EvalStats, EvaluationKey, PlanEvaluator,
 };
+use blindfold_circuits::harden::Answer;
 use blindfold_circuits::params::ParamSet;
 use blindfold_proto::v1;
+use rand_chacha::rand_core::{OsRng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status, Streaming};
 
@@ -34,6 +37,7 @@ use crate::auth::{self, Identity};
 use crate::cache::KeyCache;
 use crate::config::Limits;
 use crate::error::StoreError;
+use crate::ledger::{Ledger, LedgerError, Remaining};
 use crate::metrics::Metrics;
 use crate::pool::{ComputePool, PoolError};
 use crate::registry::{Model, Registry};
@@ -48,6 +52,7 @@ pub struct State {
     pub pool: ComputePool,
     pub metrics: Arc<Metrics>,
     pub uploads: Arc<Semaphore>,
+    pub ledger: Arc<Ledger>,
 }
 
 /// Implements the three `blindfold.v1` services.
@@ -127,6 +132,65 @@ fn internal(context: &str, e: impl std::fmt::Display) -> Status {
 
 fn store_status(e: StoreError) -> Status {
     internal("key store", e)
+}
+
+fn ledger_status(e: LedgerError) -> Status {
+    internal("budget ledger", e)
+}
+
+fn budget_proto(model: &str, r: &Remaining) -> v1::Budget {
+    v1::Budget {
+        model: model.to_string(),
+        answers_used: r.answers_used,
+        answers_limit: r.answers_limit,
+        answers_remaining: r.answers_limit.map(|l| l.saturating_sub(r.answers_used)),
+        epsilon_spent: r.epsilon_spent,
+        epsilon_limit: r.epsilon_limit,
+        delta: r.delta,
+    }
+}
+
+/// A debit of the caller's budget that is given back unless the answers
+/// it paid for were produced ([`Debit::keep`]): an evaluation that fails,
+/// is cancelled, or whose caller goes away costs nothing.
+struct Debit {
+    ledger: Arc<Ledger>,
+    identity: String,
+    model: String,
+    answers: u64,
+    rdp_per_answer: f64,
+    kept: bool,
+}
+
+impl Debit {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Debit {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let ledger = self.ledger.clone();
+        let (identity, model) = (
+            std::mem::take(&mut self.identity),
+            std::mem::take(&mut self.model),
+        );
+        let (answers, rdp) = (self.answers, self.rdp_per_answer);
+        let refund = move || {
+            if let Err(e) = ledger.refund(&identity, &model, answers, rdp) {
+                tracing::error!(error = %e, identity, model, "budget refund failed");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(refund);
+            }
+            Err(_) => refund(),
+        }
+    }
 }
 
 fn pool_status(e: PoolError) -> Status {
@@ -209,6 +273,44 @@ impl Service {
     {
         let store = self.0.store.clone();
         blocking(move || f(&store)).await?.map_err(store_status)
+    }
+
+    /// Debits `answers` answers from the caller's budget for `model`
+    /// before any work starts; refused with `RESOURCE_EXHAUSTED` naming
+    /// what ran out.
+    async fn debit(
+        &self,
+        identity: &Identity,
+        model: &Model,
+        answers: u64,
+    ) -> Result<(Debit, v1::Budget), Status> {
+        let ledger = self.0.ledger.clone();
+        let (who, name, limits, rdp) = (
+            identity.0.to_string(),
+            model.name.clone(),
+            model.budget,
+            model.rdp_per_answer,
+        );
+        let outcome = blocking(move || ledger.debit(&who, &name, answers, rdp, &limits))
+            .await?
+            .map_err(ledger_status)?;
+        match outcome {
+            Ok(remaining) => Ok((
+                Debit {
+                    ledger: self.0.ledger.clone(),
+                    identity: identity.0.to_string(),
+                    model: model.name.clone(),
+                    answers,
+                    rdp_per_answer: model.rdp_per_answer,
+                    kept: false,
+                },
+                budget_proto(&model.name, &remaining),
+            )),
+            Err(exhausted) => Err(Status::resource_exhausted(format!(
+                "model {}: {exhausted}",
+                model.name
+            ))),
+        }
     }
 
     async fn key_record(&self, identity: &Identity, key_id: &str) -> Result<KeyRecord, Status> {
@@ -416,14 +518,15 @@ impl Service {
             )));
         }
         let record = self.key_record(&identity, &r.key_id).await?;
-        let circuit: Arc<Circuit> = model.circuit.clone();
-        if record.parameter_set != circuit.params.name() {
+        let hardened = model.hardened.clone();
+        let params = hardened.params();
+        if record.parameter_set != params.name() {
             return Err(Status::failed_precondition(format!(
                 "key {} is for {}, model {} uses {}",
                 r.key_id,
                 record.parameter_set,
                 model.name,
-                circuit.params.name()
+                params.name()
             )));
         }
         let limit = limits.max_ciphertext_bytes as u64;
@@ -434,23 +537,31 @@ impl Service {
             .map(|(i, b)| {
                 let input: EncryptedInput = parse(b, limit)
                     .map_err(|e| Status::invalid_argument(format!("input {i}: {e}")))?;
-                fhe::check_input(&circuit, &input)
+                fhe::check_input(&hardened.members[0], &input)
                     .map_err(|e| Status::invalid_argument(format!("input {i}: {e}")))?;
                 Ok(input)
             })
             .collect::<Result<Vec<_>, Status>>()?;
         let key = self.evaluation_key(&record).await?;
-        let tables = model.tables.clone();
         let count = inputs.len();
+        // every check passed: pay before any work starts
+        let (debit, budget) = self.debit(&identity, &model, count as u64).await?;
+        let tables = model.tables.clone();
         let (result, waited) = state
             .pool
             .run(move |cancel| {
-                let evaluator = FheEvaluator::with_tables(&circuit, &key, &tables)?;
+                let evaluator = PlanEvaluator::new(&hardened, &key, &tables)?;
+                let mut rng = ChaCha20Rng::from_rng(OsRng).map_err(|e| {
+                    blindfold_circuits::Error::Eval(format!("noise generator: {e}"))
+                })?;
                 let mut total = EvalStats::default();
                 let mut outputs = Vec::with_capacity(inputs.len());
                 for input in &inputs {
+                    // fresh noise per answer, from the server's CSPRNG
+                    let noise = hardened.policy.noise.sample(hardened.noise_len(), &mut rng);
+                    let plan = hardened.plan(&noise);
                     let (out, stats) =
-                        evaluator.evaluate_until(input, &|| cancel.is_cancelled())?;
+                        evaluator.evaluate(input, &plan, &|| cancel.is_cancelled())?;
                     outputs.push(out.to_bytes()?);
                     total.bootstraps += stats.bootstraps;
                     total.keyswitches += stats.keyswitches;
@@ -464,6 +575,7 @@ impl Service {
             blindfold_circuits::Error::Cancelled => Status::cancelled("evaluation cancelled"),
             other => internal("evaluation", other),
         })?;
+        debit.keep();
         state.metrics.evaluated(
             count as u64,
             stats.bootstraps as u64,
@@ -478,13 +590,15 @@ impl Service {
                 bootstraps: stats.bootstraps as u32,
                 keyswitches: stats.keyswitches as u32,
             }),
+            budget: Some(budget),
         })
     }
 
-    fn predict_clear_inner(
+    async fn predict_clear_inner(
         &self,
         request: Request<v1::PredictClearRequest>,
     ) -> Result<v1::PredictClearResponse, Status> {
+        let identity = auth::identity(&request)?;
         let r = request.into_inner();
         let model = self.model(&r.model)?;
         if !model.predict_clear {
@@ -494,19 +608,19 @@ impl Service {
             )));
         }
         check_batch(r.inputs.len(), self.0.limits.max_batch)?;
-        let circuit = &model.circuit;
-        let start = Instant::now();
-        let predictions = r
+        let hardened = &model.hardened;
+        let spec = &hardened.members[0].input;
+        let quantized = r
             .inputs
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                if f.values.len() != circuit.input.len() {
+                if f.values.len() != spec.len() {
                     return Err(Status::invalid_argument(format!(
                         "input {i} has {} features, model {} takes {}",
                         f.values.len(),
                         model.name,
-                        circuit.input.len()
+                        spec.len()
                     )));
                 }
                 if f.values.iter().any(|v| !v.is_finite()) {
@@ -514,19 +628,35 @@ impl Service {
                         "input {i} has a non-finite feature"
                     )));
                 }
-                let q = circuit
-                    .input
-                    .quantize(&f.values)
-                    .map_err(|e| Status::invalid_argument(format!("input {i}: {e}")))?;
-                let out =
-                    clear::evaluate(circuit, &q).map_err(|e| internal("clear evaluation", e))?;
-                let logits = circuit.decode_output(&out);
+                spec.quantize(&f.values)
+                    .map_err(|e| Status::invalid_argument(format!("input {i}: {e}")))
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        // the same policy and the same budget as encrypted answers: the
+        // clear endpoint must not be a cheaper oracle
+        let (debit, budget) = self
+            .debit(&identity, &model, quantized.len() as u64)
+            .await?;
+        let start = Instant::now();
+        let mut rng = ChaCha20Rng::from_rng(OsRng).map_err(|e| internal("noise generator", e))?;
+        let client_spec = hardened.client_spec();
+        let predictions = quantized
+            .iter()
+            .map(|q| {
+                let noise = hardened.policy.noise.sample(hardened.noise_len(), &mut rng);
+                let plan = hardened.plan(&noise);
+                let out = hardened
+                    .evaluate_clear(&plan, q)
+                    .map_err(|e| internal("clear evaluation", e))?;
+                let a = Answer::decode(&client_spec, &out);
                 Ok(v1::ClearPrediction {
-                    label: blindfold_circuits::data::argmax(&logits) as u32,
-                    logits,
+                    label: a.label as u32,
+                    logits: a.scores,
+                    labels: a.labels.iter().map(|l| *l as u32).collect(),
                 })
             })
             .collect::<Result<Vec<_>, Status>>()?;
+        debit.keep();
         Ok(v1::PredictClearResponse {
             predictions,
             timing: Some(v1::Timing {
@@ -535,7 +665,22 @@ impl Service {
                 bootstraps: 0,
                 keyswitches: 0,
             }),
+            budget: Some(budget),
         })
+    }
+
+    async fn get_budget_inner(
+        &self,
+        request: Request<v1::GetBudgetRequest>,
+    ) -> Result<v1::Budget, Status> {
+        let identity = auth::identity(&request)?;
+        let model = self.model(&request.get_ref().model)?;
+        let ledger = self.0.ledger.clone();
+        let (who, name, limits) = (identity.0.to_string(), model.name.clone(), model.budget);
+        let remaining = blocking(move || ledger.remaining(&who, &name, &limits))
+            .await?
+            .map_err(ledger_status)?;
+        Ok(budget_proto(&model.name, &remaining))
     }
 }
 
@@ -653,7 +798,16 @@ impl v1::inference_server::Inference for Service {
         request: Request<v1::PredictClearRequest>,
     ) -> Result<Response<v1::PredictClearResponse>, Status> {
         let rpc = Rpc::new(&self.0, "PredictClear", &request);
-        let r = self.predict_clear_inner(request).map(Response::new);
+        let r = self.predict_clear_inner(request).await.map(Response::new);
+        rpc.finish(r)
+    }
+
+    async fn get_budget(
+        &self,
+        request: Request<v1::GetBudgetRequest>,
+    ) -> Result<Response<v1::Budget>, Status> {
+        let rpc = Rpc::new(&self.0, "GetBudget", &request);
+        let r = self.get_budget_inner(request).await.map(Response::new);
         rpc.finish(r)
     }
 }

@@ -19,6 +19,18 @@ pub const BOB: &str = "bob-token-0123456789ab";
 pub const FAST: &str = "digits-mlp-fast";
 /// A 3_3 model with `PredictClear` disabled.
 pub const SLOW_NO_CLEAR: &str = "cancer-mlp";
+/// The fast circuit under the default policy (label only).
+pub const LABEL: &str = "digits-label";
+/// The fast circuit: top-2 labels, Gaussian noise σ = 1, and a budget of
+/// [`NOISY_BUDGET`] answers per identity.
+pub const NOISY_TOP2: &str = "digits-noisy-top2";
+pub const NOISY_BUDGET: u64 = 6;
+/// Five 2_2 PATE teachers, votes, Gaussian noise σ = [`PATE_SIGMA`] votes,
+/// an ε budget of [`PATE_EPSILON`] at δ = [`PATE_DELTA`].
+pub const PATE: &str = "digits-pate-fast";
+pub const PATE_SIGMA: f64 = 2.0;
+pub const PATE_EPSILON: f64 = 3.0;
+pub const PATE_DELTA: f64 = 1e-5;
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,11 +63,39 @@ name = "{FAST}"
 circuit = "{fast}"
 description = "R1 on 2_2"
 
+[models.policy]
+output = "raw"
+
 [[models]]
 name = "{SLOW_NO_CLEAR}"
 circuit = "{cancer}"
 predict_clear = false
+
+[[models]]
+name = "{LABEL}"
+circuit = "{fast}"
+
+[[models]]
+name = "{NOISY_TOP2}"
+circuit = "{fast}"
+policy = {{ output = "top_k", k = 2, noise = "gaussian", noise_scale = 1.0 }}
+budget = {{ answers = {NOISY_BUDGET} }}
+
+[[models]]
+name = "{PATE}"
+circuits = [{teachers}]
+policy = {{ output = "label", aggregate = "votes", noise = "gaussian", noise_scale = {PATE_SIGMA:?} }}
+budget = {{ epsilon = {PATE_EPSILON:?}, delta = {PATE_DELTA:e} }}
 "#,
+        teachers = (0..5)
+            .map(|i| format!(
+                "\"{}\"",
+                models
+                    .join(format!("digits-pate-fast-t{i}.circuit.json"))
+                    .display()
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
         data = data_dir.display(),
         fast = models.join("digits-mlp-fast.circuit.json").display(),
         cancer = models.join("cancer-mlp.circuit.json").display(),
