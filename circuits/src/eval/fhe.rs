@@ -530,6 +530,7 @@ impl<'a> FheEvaluator<'a> {
             &self.luts,
             current,
             false,
+            0..self.circuit.layers.len(),
             None,
             &mut stats,
             cancelled,
@@ -546,8 +547,8 @@ impl<'a> FheEvaluator<'a> {
     }
 }
 
-/// Runs a circuit's layers on `current` (small-key inputs, or big-key ones
-/// when `big_inputs`, then the first layer keyswitches too), with the
+/// Runs a circuit's layers `layers` on `current` (small-key inputs, or
+/// big-key ones when `big_inputs`, then layer 0 keyswitches too), with the
 /// output layer's tables replaced by `output` (tables, output bits) if
 /// given. Returns the output layer's bootstrap outputs.
 #[allow(clippy::too_many_arguments)]
@@ -557,6 +558,7 @@ fn run_layers(
     luts: &LookupTables,
     mut current: LweCiphertextListOwned<u64>,
     big_inputs: bool,
+    layers: std::ops::Range<usize>,
     output: Option<(&[Vec<i64>], u32)>,
     stats: &mut EvalStats,
     cancelled: &(dyn Fn() -> bool + Sync),
@@ -564,6 +566,9 @@ fn run_layers(
     let p = circuit.params.tfhe();
     let d_in = delta(circuit.precision_bits);
     for (li, layer) in circuit.layers.iter().enumerate() {
+        if !layers.contains(&li) {
+            continue;
+        }
         if cancelled() {
             return Err(Error::Cancelled);
         }
@@ -723,21 +728,43 @@ impl<'a> PlanEvaluator<'a> {
         plan: &Plan,
         cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<(EncryptedOutput, EvalStats)> {
+        let mut all = self.evaluate_many(input, &[plan], cancelled)?;
+        all.pop()
+            .ok_or_else(|| Error::Eval("no plan evaluated".into()))
+    }
+
+    /// Several plans (policies or noise draws) on one input, sharing the
+    /// input clamp and the members' hidden layers, which no plan changes
+    /// (all plans must agree on the clamp). Each result's stats count the
+    /// shared work too, as if it had run alone; `seconds` is the shared
+    /// part's time plus the plan's own.
+    pub fn evaluate_many(
+        &self,
+        input: &EncryptedInput,
+        plans: &[&Plan],
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<(EncryptedOutput, EvalStats)>> {
         let first = &self.model.members[0];
         check_input(first, input)?;
-        if plan.members != self.model.members.len()
-            || plan.member_tables.len() != plan.members
-            || plan.classes != first.classes
-        {
-            return Err(Error::Eval("plan does not fit the model".into()));
+        let Some(clamp) = plans.first().map(|p| p.clamp_inputs) else {
+            return Ok(Vec::new());
+        };
+        for plan in plans {
+            if plan.members != self.model.members.len()
+                || plan.member_tables.len() != plan.members
+                || plan.classes != first.classes
+                || plan.clamp_inputs != clamp
+            {
+                return Err(Error::Eval("plan does not fit the model".into()));
+            }
         }
         let start = std::time::Instant::now();
-        let mut stats = EvalStats::default();
+        let mut shared = EvalStats::default();
         let p = first.params.tfhe();
         let bits = first.precision_bits;
         let big_size = LweDimension(first.params.big_lwe_dimension()).to_lwe_size();
         let mut inputs = input.cts.clone().decompress_into_lwe_ciphertext_list();
-        if plan.clamp_inputs {
+        if clamp {
             // one bootstrap per input (no keyswitch: fresh small-key
             // ciphertexts), half-step table, then re-centred
             let lut = lookup_table(
@@ -755,38 +782,81 @@ impl<'a> PlanEvaluator<'a> {
                 )
             };
             let table = |_: usize| Table::Borrowed(&lut);
-            let mut flat = bootstrap_many(
-                self.key,
-                inputs.lwe_ciphertext_count().0,
-                false,
-                &input_ct,
-                &table,
-                cancelled,
-            )?;
+            let n = inputs.lwe_ciphertext_count().0;
+            let mut flat = bootstrap_many(self.key, n, false, &input_ct, &table, cancelled)?;
             let shift = ((1u64 << first.input.bits) - 1).wrapping_mul(delta(bits + 1));
             for ct in flat.chunks_mut(big_size.0) {
                 let body = big_size.0 - 1;
                 ct[body] = ct[body].wrapping_add(shift);
             }
-            stats.bootstraps += inputs.lwe_ciphertext_count().0;
+            shared.bootstraps += n;
             inputs = LweCiphertextList::from_container(flat, big_size, p.ciphertext_modulus);
         }
+        // hidden layers, once
+        let mut hidden = Vec::with_capacity(self.model.members.len());
+        for (c, luts) in self.model.members.iter().zip(self.tables) {
+            let last = c.layers.len() - 1;
+            hidden.push(if last == 0 {
+                inputs.clone()
+            } else {
+                run_layers(
+                    c,
+                    self.key,
+                    luts,
+                    inputs.clone(),
+                    clamp,
+                    0..last,
+                    None,
+                    &mut shared,
+                    cancelled,
+                )?
+            });
+        }
+        let shared_seconds = start.elapsed().as_secs_f64();
+        plans
+            .iter()
+            .map(|plan| {
+                let t = std::time::Instant::now();
+                let mut stats = shared.clone();
+                let out = self.run_plan(plan, &hidden, clamp, &mut stats, cancelled)?;
+                stats.seconds = shared_seconds + t.elapsed().as_secs_f64();
+                Ok((out, stats))
+            })
+            .collect()
+    }
+
+    /// The members' output layers (with the plan's tables) and the stage.
+    fn run_plan(
+        &self,
+        plan: &Plan,
+        hidden: &[LweCiphertextListOwned<u64>],
+        clamp: bool,
+        stats: &mut EvalStats,
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<EncryptedOutput> {
+        let first = &self.model.members[0];
+        let p = first.params.tfhe();
+        let bits = first.precision_bits;
+        let big_size = LweDimension(first.params.big_lwe_dimension()).to_lwe_size();
         let mut values: Vec<Option<Vec<u64>>> = Vec::new();
-        for ((c, luts), tables) in self
+        for (((c, luts), tables), h) in self
             .model
             .members
             .iter()
             .zip(self.tables)
             .zip(&plan.member_tables)
+            .zip(hidden)
         {
+            let last = c.layers.len() - 1;
             let out = run_layers(
                 c,
                 self.key,
                 luts,
-                inputs.clone(),
-                plan.clamp_inputs,
+                h.clone(),
+                clamp,
+                last..last + 1,
                 Some((tables, plan.member_out_bits)),
-                &mut stats,
+                stats,
                 cancelled,
             )?;
             values.extend(out.iter().map(|ct| Some(ct.as_ref().to_vec())));
@@ -826,9 +896,9 @@ impl<'a> PlanEvaluator<'a> {
                     .collect::<Result<_>>()?;
                 let input_ct =
                     |i: usize| LweCiphertext::from_container(accs[i].clone(), p.ciphertext_modulus);
-                let table = |i: usize| {
-                    let l = batch[i].1.lookup.as_ref().expect("filtered on lookups");
-                    Table::Owned(lookup_table(p, bits, delta(l.out_bits), &l.table))
+                let table = |i: usize| match &batch[i].1.lookup {
+                    Some(l) => Table::Owned(lookup_table(p, bits, delta(l.out_bits), &l.table)),
+                    None => unreachable!("the batch holds lookups only"),
                 };
                 let flat =
                     bootstrap_many(self.key, batch.len(), true, &input_ct, &table, cancelled)?;
@@ -852,15 +922,11 @@ impl<'a> PlanEvaluator<'a> {
                 .ok_or_else(|| Error::Eval("plan output was never computed".into()))?;
             flat.extend_from_slice(ct);
         }
-        stats.seconds = start.elapsed().as_secs_f64();
-        Ok((
-            EncryptedOutput {
-                params: first.params,
-                output_bits: plan.output_bits,
-                cts: LweCiphertextList::from_container(flat, big_size, p.ciphertext_modulus),
-            },
-            stats,
-        ))
+        Ok(EncryptedOutput {
+            params: first.params,
+            output_bits: plan.output_bits,
+            cts: LweCiphertextList::from_container(flat, big_size, p.ciphertext_modulus),
+        })
     }
 }
 
