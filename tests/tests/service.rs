@@ -40,7 +40,8 @@ async fn register_predict_batch_and_clear() {
 
     let models = alice.list_models().await.unwrap();
     let names: Vec<_> = models.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, [SLOW_NO_CLEAR, FAST]);
+    // names come sorted (the registry is a BTreeMap)
+    assert_eq!(names, [SLOW_NO_CLEAR, LABEL, FAST, NOISY_TOP2, PATE]);
     let (proto, spec) = alice.get_model(FAST).await.unwrap();
     let mut want = fast_circuit().client_spec();
     want.name = FAST.into();
