@@ -243,8 +243,6 @@ impl Remote {
         Ok(response)
     }
 
-    /// The raw inference client, for callers that need more control (tests
-    /// sending deliberately malformed requests).
     /// The caller's remaining budget for `model`.
     pub async fn get_budget(&self, model: &str) -> Result<v1::Budget, ClientError> {
         Ok(self
@@ -258,6 +256,8 @@ impl Remote {
             .into_inner())
     }
 
+    /// The raw inference client, for callers that need more control (tests
+    /// sending deliberately malformed requests).
     pub fn inference_client(&self) -> v1::inference_client::InferenceClient<Svc> {
         self.inference.clone()
     }

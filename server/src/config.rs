@@ -400,10 +400,12 @@ impl Config {
             }
             match (&m.circuit, m.circuits.len()) {
                 (Some(_), 0) | (None, 1..) => {}
-                _ => return bad(format!(
+                _ => {
+                    return bad(format!(
                     "model {}: give either circuit or circuits (an ensemble), not both or neither",
                     m.name
-                )),
+                ))
+                }
             }
             let policy = m
                 .policy

@@ -65,6 +65,17 @@ impl Model {
                 .epsilon
                 .map(|e| (e, entry.budget.delta.unwrap_or(DEFAULT_DELTA))),
         };
+        if let Some((eps, delta)) = budget.epsilon {
+            if rdp_per_answer > 0.0
+                && blindfold_circuits::dp::max_answers(policy.noise.scale, eps, delta, 0.0) == 0
+            {
+                return Err(err(blindfold_circuits::Error::Compile(format!(
+                    "an epsilon budget of {eps} at delta {delta:e} admits no answer: one GNMax answer at sigma {} already costs epsilon {:.3}",
+                    policy.noise.scale,
+                    blindfold_circuits::dp::epsilon(rdp_per_answer, delta)
+                ))));
+            }
+        }
         Ok(Self {
             name: entry.name.clone(),
             description: entry.description.clone(),

@@ -166,6 +166,25 @@ impl Debit {
     fn keep(mut self) {
         self.kept = true;
     }
+
+    /// Gives the debit back now, before the caller hears of the failure
+    /// (dropping it refunds too, in the background: the path of a caller
+    /// that went away).
+    async fn refund(mut self) {
+        self.kept = true;
+        let ledger = self.ledger.clone();
+        let (identity, model) = (
+            std::mem::take(&mut self.identity),
+            std::mem::take(&mut self.model),
+        );
+        let (answers, rdp) = (self.answers, self.rdp_per_answer);
+        let done = blocking(move || ledger.refund(&identity, &model, answers, rdp)).await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "budget refund failed"),
+            Err(e) => tracing::error!(error = %e.message(), "budget refund failed"),
+        }
+    }
 }
 
 impl Drop for Debit {
@@ -547,7 +566,7 @@ impl Service {
         // every check passed: pay before any work starts
         let (debit, budget) = self.debit(&identity, &model, count as u64).await?;
         let tables = model.tables.clone();
-        let (result, waited) = state
+        let run = state
             .pool
             .run(move |cancel| {
                 let evaluator = PlanEvaluator::new(&hardened, &key, &tables)?;
@@ -570,11 +589,22 @@ impl Service {
                 Ok::<_, blindfold_circuits::Error>((outputs, total))
             })
             .await
-            .map_err(pool_status)?;
-        let (outputs, stats) = result.map_err(|e| match e {
-            blindfold_circuits::Error::Cancelled => Status::cancelled("evaluation cancelled"),
-            other => internal("evaluation", other),
-        })?;
+            .map_err(pool_status)
+            .and_then(|(result, waited)| {
+                result.map(|r| (r, waited)).map_err(|e| match e {
+                    blindfold_circuits::Error::Cancelled => {
+                        Status::cancelled("evaluation cancelled")
+                    }
+                    other => internal("evaluation", other),
+                })
+            });
+        let ((outputs, stats), waited) = match run {
+            Ok(v) => v,
+            Err(status) => {
+                debit.refund().await;
+                return Err(status);
+            }
+        };
         debit.keep();
         state.metrics.evaluated(
             count as u64,
@@ -638,24 +668,34 @@ impl Service {
             .debit(&identity, &model, quantized.len() as u64)
             .await?;
         let start = Instant::now();
-        let mut rng = ChaCha20Rng::from_rng(OsRng).map_err(|e| internal("noise generator", e))?;
         let client_spec = hardened.client_spec();
-        let predictions = quantized
-            .iter()
-            .map(|q| {
-                let noise = hardened.policy.noise.sample(hardened.noise_len(), &mut rng);
-                let plan = hardened.plan(&noise);
-                let out = hardened
-                    .evaluate_clear(&plan, q)
-                    .map_err(|e| internal("clear evaluation", e))?;
-                let a = Answer::decode(&client_spec, &out);
-                Ok(v1::ClearPrediction {
-                    label: a.label as u32,
-                    logits: a.scores,
-                    labels: a.labels.iter().map(|l| *l as u32).collect(),
-                })
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
+        let answered = ChaCha20Rng::from_rng(OsRng)
+            .map_err(|e| internal("noise generator", e))
+            .and_then(|mut rng| {
+                quantized
+                    .iter()
+                    .map(|q| {
+                        let noise = hardened.policy.noise.sample(hardened.noise_len(), &mut rng);
+                        let plan = hardened.plan(&noise);
+                        let out = hardened
+                            .evaluate_clear(&plan, q)
+                            .map_err(|e| internal("clear evaluation", e))?;
+                        let a = Answer::decode(&client_spec, &out);
+                        Ok(v1::ClearPrediction {
+                            label: a.label as u32,
+                            logits: a.scores,
+                            labels: a.labels.iter().map(|l| *l as u32).collect(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, Status>>()
+            });
+        let predictions = match answered {
+            Ok(p) => p,
+            Err(status) => {
+                debit.refund().await;
+                return Err(status);
+            }
+        };
         debit.keep();
         Ok(v1::PredictClearResponse {
             predictions,

@@ -29,7 +29,7 @@ pub const NOISY_BUDGET: u64 = 6;
 /// an ε budget of [`PATE_EPSILON`] at δ = [`PATE_DELTA`].
 pub const PATE: &str = "digits-pate-fast";
 pub const PATE_SIGMA: f64 = 2.0;
-pub const PATE_EPSILON: f64 = 3.0;
+pub const PATE_EPSILON: f64 = 10.0;
 pub const PATE_DELTA: f64 = 1e-5;
 
 pub fn repo() -> PathBuf {

@@ -10,7 +10,6 @@ use blindfold_circuits::harden::{Hardened, Noise, NoiseKind, OutputMode, Plan, P
 use blindfold_client::crypto;
 use blindfold_client::{ClientError, Remote};
 use blindfold_proto::v1;
-use blindfold_server::Config;
 use blindfold_tests::*;
 use tonic::Code;
 
@@ -649,32 +648,17 @@ async fn spend_pate_budget(server: &TestServer, epsilon_limit: f64) -> u64 {
     n
 }
 
-/// An ε budget that admits a handful of answers at σ = PATE_SIGMA and
-/// δ = PATE_DELTA.
-const PATE_TEST_EPSILON: f64 = 10.0;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pate_spends_privacy_budget_per_the_accountant() {
-    // the harness's budget, whatever it admits (possibly nothing)
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(config(dir.path(), "")).await;
     let n = spend_pate_budget(&server, PATE_EPSILON).await;
     eprintln!("PATE: σ = {PATE_SIGMA}, ε = {PATE_EPSILON}, δ = {PATE_DELTA}: {n} answers");
+    assert!(
+        n >= 2,
+        "the harness's PATE budget should admit several answers: {n}"
+    );
     server.stop().await;
-
-    // a budget that admits several answers, so each step is checked
-    if n < 2 {
-        let dir = tempfile::tempdir().unwrap();
-        let needle = format!("epsilon = {PATE_EPSILON:?},");
-        let text = config_text(dir.path(), "");
-        assert!(text.contains(&needle), "the harness's PATE budget moved");
-        let text = text.replace(&needle, &format!("epsilon = {PATE_TEST_EPSILON:?},"));
-        let server = TestServer::start(Config::from_toml(&text).unwrap()).await;
-        let n = spend_pate_budget(&server, PATE_TEST_EPSILON).await;
-        eprintln!("PATE: σ = {PATE_SIGMA}, ε = {PATE_TEST_EPSILON}, δ = {PATE_DELTA}: {n} answers");
-        assert!(n >= 2, "{n}");
-        server.stop().await;
-    }
 }
 
 /// Answers of the noisy top-2 policy on `q` in the clear, over `trials`
