@@ -922,20 +922,7 @@ impl Hardened {
                 plan.member_out_bits,
             )?);
         }
-        let modulus = 1i64 << (p + 1);
-        for op in &plan.ops {
-            let m = op
-                .terms
-                .iter()
-                .fold(op.constant, |s, (id, w)| {
-                    s.wrapping_add(w.wrapping_mul(values[*id]))
-                })
-                .rem_euclid(modulus);
-            values.push(match &op.lookup {
-                None => m,
-                Some(l) => bootstrap_value(&l.table, p, m, 1i64 << (l.out_bits + 1)),
-            });
-        }
+        run_ops(&plan.ops, &mut values, p);
         Ok(plan.outputs.iter().map(|id| values[*id]).collect())
     }
 
@@ -1009,23 +996,14 @@ pub fn clamp_table(bits: u32, p: u32) -> Vec<i64> {
 /// Bootstraps of a `label` argmax over `classes` values at window `p` bits
 /// (tournament plus the final refresh).
 pub fn argmax_bootstraps(classes: usize, p: u32) -> usize {
-    let mut b = Builder {
-        p,
-        base: classes,
-        levels: vec![0; classes],
-        ops: Vec::new(),
-    };
-    let vals: Vec<usize> = (0..classes).collect();
-    let digits = b.argmax(&vals);
-    let idx = b.index_value(&digits);
-    b.lookup(vec![(idx, 1)], 0, window_table(p, |x| x));
-    b.ops.iter().filter(|o| o.lookup.is_some()).count()
+    label_program(classes, p)
+        .iter()
+        .filter(|o| o.lookup.is_some())
+        .count()
 }
 
-/// The tournament of `label` mode run in the clear on comparison values
-/// (each in `[0, 2^(p-1))`): the index it selects. For tests and reports.
-pub fn tournament_clear(values: &[i64], p: u32) -> usize {
-    let n = values.len();
+/// The ops of a `label` answer over `n` values (ids `0..n`).
+fn label_program(n: usize, p: u32) -> Vec<Op> {
     let mut b = Builder {
         p,
         base: n,
@@ -1036,18 +1014,32 @@ pub fn tournament_clear(values: &[i64], p: u32) -> usize {
     let digits = b.argmax(&ids);
     let idx = b.index_value(&digits);
     b.lookup(vec![(idx, 1)], 0, window_table(p, |x| x));
+    b.ops
+}
+
+/// Runs `ops` in the clear, appending each op's value to `values` (the
+/// clear semantics of a bootstrap: [`bootstrap_value`]).
+fn run_ops(ops: &[Op], values: &mut Vec<i64>, p: u32) {
     let modulus = 1i64 << (p + 1);
-    let mut vals = values.to_vec();
-    for op in &b.ops {
+    for op in ops {
         let m = op
             .terms
             .iter()
-            .fold(op.constant, |s, (id, w)| s + w * vals[*id])
+            .fold(op.constant, |s, (id, w)| {
+                s.wrapping_add(w.wrapping_mul(values[*id]))
+            })
             .rem_euclid(modulus);
-        vals.push(match &op.lookup {
+        values.push(match &op.lookup {
             None => m,
             Some(l) => bootstrap_value(&l.table, p, m, 1i64 << (l.out_bits + 1)),
         });
     }
+}
+
+/// The tournament of `label` mode run in the clear on comparison values
+/// (each in `[0, 2^(p-1))`): the index it selects. For tests and reports.
+pub fn tournament_clear(values: &[i64], p: u32) -> usize {
+    let mut vals = values.to_vec();
+    run_ops(&label_program(values.len(), p), &mut vals, p);
     vals.last().copied().unwrap_or(0) as usize
 }

@@ -201,7 +201,7 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<18} {:>7} {:>10} {:>6} {:>4}  {:<44} description",
+                    "{:<18} {:>7} {:>10} {:>6} {:>4}  {:<52} description",
                     "model", "classes", "bootstraps", "clear", "set", "policy"
                 );
                 for m in models {
@@ -209,7 +209,7 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                         .map(|p| p.short_name().to_string())
                         .unwrap_or_else(|| m.parameter_set.clone());
                     println!(
-                        "{:<18} {:>7} {:>10} {:>6} {:>4}  {:<44} {}",
+                        "{:<18} {:>7} {:>10} {:>6} {:>4}  {:<52} {}",
                         m.name,
                         m.classes,
                         m.bootstraps_per_inference,
