@@ -884,6 +884,41 @@ impl Hardened {
         }
     }
 
+    /// Predicted probability that one of the hardening bootstraps (input
+    /// clamp and stage) lands in the wrong box, from the same tfhe-rs noise
+    /// formulas as the circuit report: every stage input is a weighted sum
+    /// of bootstrap outputs (variance `Σ w²·σ²_PBS`), then keyswitched and
+    /// modulus switched; clamp inputs are fresh encryptions. Counts any
+    /// shift as a failure (an upper bound), summed over bootstraps (union
+    /// bound). Add the members' own reports for a whole answer.
+    pub fn stage_failure_probability(&self) -> f64 {
+        let plan = self.plan(&vec![0.0; self.noise_len()]);
+        let noise = self.params().noise();
+        let units = 2f64.powi(self.precision_bits() as i32 + 1);
+        let fail =
+            |variance: f64| 1.0 - crate::params::shift_probability(0, variance.sqrt() * units);
+        let mut total = 0.0;
+        if plan.clamp_inputs {
+            let per_input = fail(noise.fresh_small + noise.modulus_switch);
+            total += per_input * self.members[0].input.len() as f64;
+        }
+        let mut var = vec![noise.pbs_output; plan.members * plan.classes];
+        for op in &plan.ops {
+            let v: f64 = op
+                .terms
+                .iter()
+                .map(|(id, w)| (w * w) as f64 * var[*id])
+                .sum();
+            if op.lookup.is_some() {
+                total += fail(v + noise.keyswitch + noise.modulus_switch);
+                var.push(noise.pbs_output);
+            } else {
+                var.push(v);
+            }
+        }
+        total.min(1.0)
+    }
+
     /// Checks a quantized input against the shared input encoding.
     pub fn check_input(&self, input: &[i64]) -> Result<()> {
         let spec = &self.members[0].input;

@@ -160,7 +160,8 @@ impl Model {
             .members
             .iter()
             .map(|m| m.report.p_fail_inference_worst)
-            .sum();
+            .sum::<f64>()
+            + h.stage_failure_probability();
         v1::ModelSpec {
             name: self.name.clone(),
             parameter_set: c.params.name().to_string(),

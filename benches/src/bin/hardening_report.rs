@@ -83,6 +83,8 @@ struct Row {
     stage_bootstraps: usize,
     latency_ms: Option<f64>,
     epsilon_per_answer: Option<f64>,
+    /// Predicted failure probability of the clamp and stage bootstraps.
+    stage_p_fail: f64,
 }
 
 struct Case {
@@ -232,6 +234,7 @@ fn main() -> anyhow::Result<()> {
             bootstraps: cost.bootstraps(),
             stage_bootstraps: cost.stage + cost.input_clamp,
             latency_ms: None,
+            stage_p_fail: c.model.stage_failure_probability(),
             epsilon_per_answer: c
                 .rdp
                 .map(|s| blindfold_circuits::dp::epsilon(s, args.delta)),
@@ -330,6 +333,7 @@ fn main() -> anyhow::Result<()> {
         "{:<34} {:>16} {:>16} {:>11} {:>6} {:>6} {:>10} {:>9}",
         "policy", "clear", "FHE", "FHE=clear", "PBS", "stage", "latency", "ε/answer"
     );
+    let mut p_fail_lines = Vec::new();
     for r in &results {
         let frac = |a: usize, b: usize| {
             if b == 0 {
@@ -358,6 +362,13 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|| "-".into()),
         );
     }
+    for r in &results {
+        p_fail_lines.push(format!("  {}: {:.1e}", r.policy, r.stage_p_fail));
+    }
+    println!(
+        "predicted failure probability of the hardening bootstraps per answer:\n{}",
+        p_fail_lines.join("\n")
+    );
     if let Some(path) = &args.json {
         let w5: Vec<(usize, usize)> = [2, 10].map(|c| (c, argmax_bootstraps(c, 5))).to_vec();
         let w7: Vec<(usize, usize)> = [2, 10, 100].map(|c| (c, argmax_bootstraps(c, 7))).to_vec();
