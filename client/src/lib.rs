@@ -8,6 +8,7 @@ pub use blindfold_circuits::eval::fhe::{
     Blob, ClientKey, CompressedEvaluationKey, EncryptedInput, EncryptedOutput,
 };
 
+pub mod audit;
 pub mod bench;
 pub mod crypto;
 pub mod error;
