@@ -11,6 +11,8 @@
 //! Attacks live in their own modules and never see weights: only
 //! `Oracle::query`.
 
+pub mod remote;
+
 use blindfold_circuits::harden::{Answer, Hardened};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
