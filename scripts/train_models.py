@@ -24,6 +24,17 @@ models/<name>.onnx and models/<name>.json (the manifest). Models:
               the five teachers must share one input quantization (see
               models/README.md); the rows each teacher was trained on are in
               the manifest's "partition" field.
+  digits-canary
+              the digits-mlp architecture and training settings, trained on
+              the digits train split plus 30 random "canaries" (Carlini et
+              al., "The Secret Sharer"): three groups of 10 uniformly random
+              8x8 images (pixels 0..16) with uniformly random labels 0..9,
+              each canary repeated 1, 4 or 16 times in the training set
+              (210 extra rows). The canaries are drawn with their own seed
+              and written to models/digits-canaries.json. The manifest keeps
+              "train": the plain digits train split (what `blindfold
+              compile` calibrates on); "canaries" names the canary file. A
+              victim for memorization / membership attacks.
 
 Everything runs on the CPU in float32, single-threaded and with
 deterministic algorithms, and every model reseeds the RNGs before it is
@@ -33,6 +44,10 @@ scripts/requirements.txt).
 
 After export each ONNX file is reloaded, checked with onnx.checker and run
 with onnxruntime on the test rows; that accuracy goes into the manifest.
+
+For digits-canary the script also prints, per repetition group, how many
+canaries the exported graph labels with their canary label (and, as a
+control, how many the canary-free digits-mlp does, when it exists).
 
 After a run in which all five teachers exist, the accuracy of their plain
 (noise-free) majority vote on the test rows is printed (argmax of the vote
@@ -161,6 +176,25 @@ def pate_name(i):
     return f"digits-pate-t{i}"
 
 
+# Canaries for digits-canary: CANARIES_PER_GROUP canaries per repetition
+# count, drawn with their own seed (independent of SEED, which seeds training).
+CANARY_SEED = 20240229
+CANARY_REPETITIONS = [1, 4, 16]
+CANARIES_PER_GROUP = 10
+CANARY_PIXEL_MAX = 16  # digits pixels are integers 0..16
+CANARIES_PATH = "models/digits-canaries.json"
+CANARY_NOTE = (
+    "Random canaries for a memorization attack (Carlini et al., The Secret Sharer). "
+    "Drawn by scripts/train_models.py with numpy.random.default_rng(seed): for each "
+    "repetition count in order, 10 canaries, each 64 integer pixels uniform in 0..16 "
+    "(rng.integers(0, 17, size=64)) then a label uniform in 0..9 (rng.integers(0, 10)). "
+    "Pixels are row-major 8x8 like the columns p0..p63 of data/digits.csv. The model "
+    "digits-canary is trained on the digits train split (rows 0..1346) plus every "
+    "canary repeated `repetitions` times (10*1 + 10*4 + 10*16 = 210 extra rows). "
+    "The canaries are not in data/digits.csv; this file is the record of them."
+)
+
+
 # Per-model configuration. Hyperparameters were chosen up front (and checked
 # only for convergence on the training rows), not tuned on the test rows.
 MODELS = {
@@ -208,6 +242,8 @@ MODELS = {
 # The teachers use the digits-logreg settings; only the training rows differ.
 for _i in range(PATE_TEACHERS):
     MODELS[pate_name(_i)] = dict(MODELS["digits-logreg"], partition={"of": PATE_TEACHERS, "index": _i})
+# The canary victim uses the digits-mlp settings; only the training rows differ.
+MODELS["digits-canary"] = dict(MODELS["digits-mlp"], canaries=True)
 
 
 # ----------------------------------------------------------------------------
@@ -236,6 +272,55 @@ def partition_mask(n_rows, bounds, part):
     to teacher part["index"] when r % part["of"] == part["index"]."""
     rows = np.arange(bounds[0], bounds[0] + n_rows)
     return rows % part["of"] == part["index"]
+
+
+def make_canaries():
+    """The canaries, in id order: dicts with id, repetitions, label, pixels (ints)."""
+    rng = np.random.default_rng(CANARY_SEED)
+    canaries = []
+    for reps in CANARY_REPETITIONS:
+        for _ in range(CANARIES_PER_GROUP):
+            pixels = rng.integers(0, CANARY_PIXEL_MAX + 1, size=64)
+            label = rng.integers(0, 10)
+            canaries.append({
+                "id": len(canaries),
+                "repetitions": reps,
+                "label": int(label),
+                "pixels": [int(v) for v in pixels],
+            })
+    return canaries
+
+
+def write_canaries(canaries):
+    """models/digits-canaries.json, one canary per line."""
+    lines = [json.dumps(c, separators=(", ", ": ")) for c in canaries]
+    text = (
+        "{\n"
+        f'  "seed": {json.dumps(CANARY_SEED)},\n'
+        f'  "note": {json.dumps(CANARY_NOTE)},\n'
+        '  "canaries": [\n    ' + ",\n    ".join(lines) + "\n  ]\n"
+        "}\n"
+    )
+    with open(os.path.join(REPO_ROOT, CANARIES_PATH), "w", encoding="ascii", newline="") as f:
+        f.write(text)
+
+
+def canary_arrays(canaries):
+    """(pixels float64 [n, 64], labels int64 [n], repetitions int64 [n]), one row per canary."""
+    x = np.array([c["pixels"] for c in canaries], dtype=np.float64)
+    y = np.array([c["label"] for c in canaries], dtype=np.int64)
+    r = np.array([c["repetitions"] for c in canaries], dtype=np.int64)
+    return x, y, r
+
+
+def report_canaries(path, x_can, y_can, r_can, what):
+    """Print, per repetition group, how many canaries the graph labels with their canary label."""
+    pred = onnx_predict(path, x_can.astype(np.float32))
+    hits = [
+        f"r={reps}: {int((pred[r_can == reps] == y_can[r_can == reps]).sum())}/{int((r_can == reps).sum())}"
+        for reps in CANARY_REPETITIONS
+    ]
+    print(f"  {what} predicts the canary label for  " + ", ".join(hits))
 
 
 def standardize_params(x_train):
@@ -354,6 +439,16 @@ def build_model(name):
         mask = partition_mask(x_train.shape[0], ds["train"], part)
         x_train, y_train = x_train[mask], y_train[mask]
         print(f"  partition {part['index']} of {part['of']}: {x_train.shape[0]} training rows")
+    canaries = None
+    if spec.get("canaries"):
+        canaries = make_canaries()
+        write_canaries(canaries)
+        x_can, y_can, r_can = canary_arrays(canaries)
+        # Each canary repeated `repetitions` times, appended after the train
+        # rows (training reshuffles every epoch, so the position is immaterial).
+        x_train = np.concatenate([x_train, np.repeat(x_can, r_can, axis=0)])
+        y_train = np.concatenate([y_train, np.repeat(y_can, r_can)])
+        print(f"  {len(canaries)} canaries, {int(r_can.sum())} canary rows: {x_train.shape[0]} training rows")
 
     if spec["standardize"]:
         mean, std = standardize_params(x_train)
@@ -402,6 +497,11 @@ def build_model(name):
         f"  torch model in float64: {int((pred64 == y_test).sum())}/{total} correct, "
         f"{int((pred64 != pred).sum())} predictions differ from the float32 ONNX run"
     )
+    if canaries is not None:
+        report_canaries(onnx_path, x_can, y_can, r_can, name)
+        control = os.path.join(REPO_ROOT, "models", "digits-mlp.onnx")
+        if os.path.exists(control):
+            report_canaries(control, x_can, y_can, r_can, "control digits-mlp")
 
     manifest = {
         "name": name,
@@ -421,6 +521,15 @@ def build_model(name):
             "train is the whole digits train split, not this teacher's training rows: "
             "blindfold compile calibrates the input quantization on the manifest's train "
             "rows, and all five teachers must share one input quantization"
+        )
+    if canaries is not None:
+        manifest["canaries"] = CANARIES_PATH
+        manifest["canary_note"] = (
+            f"trained on the train split plus the {len(canaries)} canaries of {CANARIES_PATH}, "
+            f"each repeated its `repetitions` times ({int(r_can.sum())} extra rows, "
+            f"{x_train.shape[0]} training rows in all); train is the plain digits train split "
+            "because blindfold compile calibrates the input quantization on the manifest's "
+            "train rows, and the canaries are not rows of the CSV"
         )
     manifest.update({
         "input_shape": spec["input_shape"],
