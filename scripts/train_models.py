@@ -305,6 +305,29 @@ def write_canaries(canaries):
         f.write(text)
 
 
+CANARY_CSV = "data/digits-canary.csv"
+
+
+def write_canary_csv(canaries):
+    """data/digits-canary.csv: the digits train rows, then every canary
+    repeated `repetitions` times, then the digits test rows -- the victim's
+    own training set, so that `blindfold compile --data data/digits-canary.csv
+    --train 0..1556 --test 1557..2006` calibrates the input quantization on
+    what the owner trained on (canaries included; calibrating on digits alone
+    clips the canaries' border pixels and erases most of the memorization)."""
+    with open(os.path.join(REPO_ROOT, DATASETS["digits"]["data"])) as f:
+        lines = f.read().strip().split("\n")
+    header, rows = lines[0], lines[1:]
+    train_end = DATASETS["digits"]["train"][1] + 1
+    extra = []
+    for c in canaries:
+        row = ",".join(str(int(v)) for v in c["pixels"]) + "," + str(c["label"])
+        extra.extend([row] * c["repetitions"])
+    out = [header] + rows[:train_end] + extra + rows[train_end:]
+    with open(os.path.join(REPO_ROOT, CANARY_CSV), "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
 def canary_arrays(canaries):
     """(pixels float64 [n, 64], labels int64 [n], repetitions int64 [n]), one row per canary."""
     x = np.array([c["pixels"] for c in canaries], dtype=np.float64)
@@ -443,6 +466,7 @@ def build_model(name):
     if spec.get("canaries"):
         canaries = make_canaries()
         write_canaries(canaries)
+        write_canary_csv(canaries)
         x_can, y_can, r_can = canary_arrays(canaries)
         # Each canary repeated `repetitions` times, appended after the train
         # rows (training reshuffles every epoch, so the position is immaterial).
