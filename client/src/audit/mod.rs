@@ -11,6 +11,8 @@
 //! Attacks live in their own modules and never see weights: only
 //! `Oracle::query`.
 
+pub mod inversion;
+pub mod memorization;
 pub mod remote;
 
 use blindfold_circuits::harden::{Answer, Hardened};
