@@ -430,14 +430,13 @@ fn exposure_grows_with_repetitions_in_the_float_canary_model() {
 }
 
 /// Acceptance criterion: under raw scores the served canary circuit
-/// exposes canaries seen 16 times more than those seen once. Ignored: the
-/// shipped `digits-canary.circuit.json` (2-bit inputs) fails it — mean
-/// exposure r=1 2.71, r=4 2.36, r=16 2.56 bits (candidate seeds 0..5 all
-/// agree) — because the 4-level input grid erases most of the
-/// memorization. Compiled with `--input-bits 3` it passes (1.72 / 1.81 /
-/// 2.28). Run with `--ignored`.
+/// exposes canaries seen 16 times more than those seen once. With the
+/// shipped circuit (3-bit inputs, calibrated with the canaries) the group
+/// means are r=1 4.89, r=4 6.30, r=16 5.63 bits (candidate seeds 0..3:
+/// r=1 4.76..4.89, r=16 5.54..5.82; not monotone, r=4 is highest). The
+/// first circuit (2-bit inputs calibrated on digits only) failed it:
+/// 2.71 / 2.36 / 2.56.
 #[test]
-#[ignore = "fails on the shipped 2-bit-input digits-canary circuit (r=16 2.56 < r=1 2.71 bits)"]
 fn exposure_grows_with_repetitions_in_the_canary_circuit() {
     let groups = canary_groups(&mut oracle(
         "digits-canary.circuit.json",
