@@ -11,7 +11,10 @@
 //! Attacks live in their own modules and never see weights: only
 //! `Oracle::query`.
 
+pub mod adversarial;
+pub mod extraction;
 pub mod inversion;
+pub mod learn;
 pub mod memorization;
 pub mod remote;
 
