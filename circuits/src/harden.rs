@@ -567,7 +567,8 @@ impl Hardened {
             Some(Quantizer::over(top_lo, top_hi, 1, cmp_hi))
         } else {
             // each member's share of the window, so the sum fits it
-            let u = ((1i64 << p) - 1) / e;
+            // even, so the share is symmetric about its centre (see `plan`)
+            let u = (((1i64 << p) - 1) / e) & !1;
             if u < 2 {
                 return bad(format!(
                     "{e} members leave too few levels each in a {p}-bit window"
@@ -745,25 +746,46 @@ impl Hardened {
             levels: vec![0; e * classes],
             ops: Vec::new(),
         };
+        // Member outputs that feed the stage are centred: a table holds
+        // `level - c` with `c` the middle of the level range, so that the
+        // negacyclic image `-(level - c)` of an out-of-window accumulator
+        // (an input far from anything calibrated) is again a level in
+        // range, `2c - level`. A free linear op adds `c` back. Without it
+        // such an input could drive the tournament out of its range and
+        // decrypt to a label that is no class.
+        let centre = |q: &Quantizer| (q.lo + q.hi) / 2;
         let (member_tables, member_out_bits, aggregated): (Vec<Vec<Vec<i64>>>, u32, Vec<usize>) =
             match self.member_q {
                 None => {
                     // one member: noise and the mode's quantizer in its output layer
                     let c = &self.members[0];
                     let out = &c.layers[c.layers.len() - 1];
+                    let compared = matches!(
+                        self.policy.output,
+                        OutputMode::Label | OutputMode::TopK { .. }
+                    );
+                    let shift = if compared { centre(&final_q) } else { 0 };
                     let tables = out
                         .lut
                         .iter()
                         .enumerate()
                         .map(|(j, t)| {
                             t.iter()
-                                .map(|y| final_q.level(logit_of(c, *y) + nz(j)))
+                                .map(|y| final_q.level(logit_of(c, *y) + nz(j)) - shift)
                                 .collect()
                         })
                         .collect();
-                    (vec![tables], self.final_bits, (0..classes).collect())
+                    let ids = if compared {
+                        (0..classes)
+                            .map(|j| b.linear(vec![(j, 1)], shift))
+                            .collect()
+                    } else {
+                        (0..classes).collect()
+                    };
+                    (vec![tables], self.final_bits, ids)
                 }
                 Some(mq) => {
+                    let shift = centre(&mq);
                     let tables: Vec<Vec<Vec<i64>>> = self
                         .members
                         .iter()
@@ -771,7 +793,11 @@ impl Hardened {
                             let out = &c.layers[c.layers.len() - 1];
                             out.lut
                                 .iter()
-                                .map(|t| t.iter().map(|y| mq.level(logit_of(c, *y))).collect())
+                                .map(|t| {
+                                    t.iter()
+                                        .map(|y| mq.level(logit_of(c, *y)) - shift)
+                                        .collect()
+                                })
                                 .collect()
                         })
                         .collect();
@@ -779,7 +805,9 @@ impl Hardened {
                         // each member's argmax, one-hot, summed
                         let mut onehots = vec![Vec::new(); classes];
                         for m in 0..e {
-                            let vals: Vec<usize> = (0..classes).map(|j| m * classes + j).collect();
+                            let vals: Vec<usize> = (0..classes)
+                                .map(|j| b.linear(vec![(m * classes + j, 1)], shift))
+                                .collect();
                             let digits = b.argmax(&vals);
                             let idx = b.index_value(&digits);
                             for (j, oh) in onehots.iter_mut().enumerate() {
@@ -797,7 +825,12 @@ impl Hardened {
                             .collect()
                     } else {
                         (0..classes)
-                            .map(|j| b.linear((0..e).map(|m| (m * classes + j, 1)).collect(), 0))
+                            .map(|j| {
+                                b.linear(
+                                    (0..e).map(|m| (m * classes + j, 1)).collect(),
+                                    shift * e as i64,
+                                )
+                            })
                             .collect()
                     };
                     let ef = e as f64;

@@ -315,3 +315,49 @@ fn policies_that_do_not_fit_are_refused() {
     other.input.bits += 1;
     assert!(Hardened::new("m", vec![c.clone(), other], Policy::default()).is_err());
 }
+
+/// Inputs unlike anything calibrated (uniform random images) push
+/// accumulators out of the window; every label answer must still be a
+/// class, in every label mode and ensemble.
+#[test]
+fn out_of_window_inputs_still_answer_a_class() {
+    let c = fast();
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let random: Vec<Vec<i64>> = (0..300)
+        .map(|_| {
+            (0..64)
+                .map(|_| (rng.next_u64() % (1 << c.input.bits)) as i64)
+                .collect()
+        })
+        .collect();
+    for (members, aggregate, output) in [
+        (1, Aggregate::Logits, OutputMode::Label),
+        (1, Aggregate::Logits, OutputMode::TopK { k: 3 }),
+        (3, Aggregate::Logits, OutputMode::Label),
+        (3, Aggregate::Votes, OutputMode::Label),
+    ] {
+        let model = Hardened::new(
+            "m",
+            vec![c.clone(); members],
+            Policy {
+                aggregate,
+                ..policy(output, gaussian(1.0), false)
+            },
+        )
+        .unwrap();
+        let spec = model.client_spec();
+        for q in &random {
+            let noise = model.policy.noise.sample(10, &mut rng);
+            let out = model.evaluate_clear(&model.plan(&noise), q).unwrap();
+            let a = blindfold_circuits::harden::Answer::decode(&spec, &out);
+            assert!(
+                a.labels.iter().all(|l| *l < 10),
+                "{output:?} {members}: {out:?}"
+            );
+            let mut sorted = a.labels.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), a.labels.len(), "top-k labels are distinct");
+        }
+    }
+}

@@ -119,6 +119,31 @@ pub enum NetCommand {
         #[arg(long)]
         keys: PathBuf,
     },
+    /// Run the attack lab against a server serving `server/audit.toml`:
+    /// extraction, memorization, membership, inversion and adversarial
+    /// transfer under each policy, plus honest-user accuracy.
+    Audit {
+        /// Small query counts (a couple of minutes) instead of the full audit
+        #[arg(long)]
+        short: bool,
+        /// Also write every number as JSON here
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Test rows per policy repeated through real encryption, to check
+        /// the clear answers the attacks used match encrypted ones
+        #[arg(long, default_value_t = 4)]
+        fhe_sample: usize,
+        /// Key directory for the encrypted check (3_3 keys; generated there
+        /// if missing)
+        #[arg(long, default_value = "target/audit-keys")]
+        keys: PathBuf,
+        /// Only the policies whose name contains one of these
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// The repository (data/ and models/)
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+    },
 }
 
 async fn connect(s: &ServerArgs) -> anyhow::Result<Remote> {
@@ -493,6 +518,14 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                 println!("{}", serde_json::to_string_pretty(&list)?);
             }
         }
+        NetCommand::Audit {
+            short,
+            json,
+            fhe_sample,
+            keys,
+            only,
+            repo,
+        } => audit(server, short, json, fhe_sample, &keys, &only, &repo).await?,
         NetCommand::KeyStatus { keys } => {
             let id = KeyDir::new(&keys).key_id()?;
             let remote = connect(server).await?;
@@ -508,6 +541,129 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
             remote.delete_key(&id).await?;
             println!("deleted {id} from {}", server.server);
         }
+    }
+    Ok(())
+}
+
+/// `blindfold audit`: every attack under every policy of the audit server.
+async fn audit(
+    server: &ServerArgs,
+    short: bool,
+    json: Option<PathBuf>,
+    fhe_sample: usize,
+    keys: &Path,
+    only: &[String],
+    repo: &Path,
+) -> anyhow::Result<()> {
+    use blindfold_client::audit::remote::{check_encrypted, RemoteOracle};
+    use blindfold_client::audit::suite::{
+        audit_policy, default_targets, render, summary_table, Data, SuiteOptions,
+    };
+    use blindfold_client::audit::{AuditError, Oracle};
+    let started = Instant::now();
+    let remote = connect(server).await?;
+    let budget = remote
+        .get_model("mlp-label-noise-budget")
+        .await
+        .ok()
+        .and_then(|(m, _)| m.policy.and_then(|p| p.budget).and_then(|b| b.answers));
+    let mut targets = default_targets(budget);
+    if !only.is_empty() {
+        targets.retain(|t| only.iter().any(|o| t.policy.contains(o.as_str())));
+    }
+    let opts = if short {
+        SuiteOptions::short(repo)
+    } else {
+        SuiteOptions::full(repo)
+    };
+    let handle = tokio::runtime::Handle::current();
+    let r = remote.clone();
+    let t = targets.clone();
+    let reports = tokio::task::spawn_blocking(move || {
+        let data = Data::load(&opts.repo)?;
+        let mut open = |name: &str| -> Result<Box<dyn Oracle>, AuditError> {
+            let (_, spec) = handle.block_on(r.get_model(name))?;
+            Ok(Box::new(RemoteOracle::new(
+                r.clone(),
+                name,
+                spec,
+                handle.clone(),
+            )))
+        };
+        t.iter()
+            .map(|target| {
+                audit_policy(target, &mut open, &data, &opts, &mut |m| {
+                    eprintln!("[{:>5.0} s] {m}", started.elapsed().as_secs_f64())
+                })
+            })
+            .collect::<Result<Vec<_>, AuditError>>()
+    })
+    .await??;
+    // a sample of each policy's answers through real encryption
+    let mut checks = Vec::new();
+    if fhe_sample > 0 {
+        let dir = KeyDir::new(keys);
+        let (_, probe) = remote.get_model("mlp-label").await?;
+        if !dir.exists() || dir.params()? != probe.params {
+            eprintln!(
+                "generating {} keys in {}",
+                probe.params.short_name(),
+                keys.display()
+            );
+            dir.generate(probe.params, true, &mut |_| {})?;
+        }
+        let ck = dir.client_key()?;
+        let ek = Arc::new(dir.evaluation_key()?);
+        let key_id = remote
+            .register_key(ek, probe.params.name(), Arc::new(|_, _| {}))
+            .await?
+            .key_id;
+        let data = Data::load(repo)?;
+        let rows: Vec<Vec<f64>> = data.test.iter().take(fhe_sample).cloned().collect();
+        for t in &targets {
+            let Some(model) = &t.mlp else { continue };
+            let (_, spec) = remote.get_model(model).await?;
+            let (remote, handle) = (remote.clone(), tokio::runtime::Handle::current());
+            let (model, ck, key_id, rows) =
+                (model.clone(), ck.clone(), key_id.clone(), rows.clone());
+            let check = tokio::task::spawn_blocking(move || {
+                check_encrypted(&remote, &handle, &model, &spec, &ck, &key_id, &rows)
+            })
+            .await??;
+            eprintln!(
+                "[{:>5.0} s] encrypted check, {}: {}/{} encrypted answers equal the clear answer ({} of {} for two clear answers)",
+                started.elapsed().as_secs_f64(),
+                t.policy,
+                check.agree,
+                check.rows,
+                check.clear_vs_clear,
+                check.rows
+            );
+            checks.push((t.policy.clone(), check));
+        }
+    }
+    println!("{}", render(&reports));
+    for (policy, c) in &checks {
+        println!(
+            "encrypted check, {policy}: {}/{} encrypted answers equal the clear answer for the same row ({}/{} between two clear answers: the noise's own rate)",
+            c.agree, c.rows, c.clear_vs_clear, c.rows
+        );
+    }
+    println!("\n{}", summary_table(&reports));
+    println!(
+        "audit finished in {:.1} min ({})",
+        started.elapsed().as_secs_f64() / 60.0,
+        if short { "short" } else { "full" }
+    );
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "short": short,
+            "seconds": started.elapsed().as_secs_f64(),
+            "policies": reports,
+            "encrypted_checks": checks,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -42,7 +42,7 @@ use super::{AuditError, Oracle, Rng};
 const PIXEL_MAX: f64 = 16.0;
 
 /// The image the ascent starts from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Start {
     /// All pixels 0.
     Blank,
@@ -100,7 +100,7 @@ impl Default for InversionConfig {
 }
 
 /// The ascent for one target class.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ClassInversion {
     pub target: usize,
     /// The best iterate (pixels in `[0, 16]`, not rounded).
@@ -353,7 +353,7 @@ impl FloatJudge {
 }
 
 /// One class's inversion with its quality measures.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ClassReport {
     pub inversion: ClassInversion,
     /// MSE of the reconstruction to the class mean.
@@ -367,7 +367,7 @@ pub struct ClassReport {
 }
 
 /// Result of [`mi_face_audit`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct InversionReport {
     /// One per class inverted (all classes unless the oracle refused).
     pub classes: Vec<ClassReport>,

@@ -151,7 +151,7 @@ fn query_all(
 
 /// A canary: a (random) image inserted `repetitions` times into the
 /// training set with `label`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Canary {
     pub id: String,
     pub repetitions: u32,
@@ -255,7 +255,7 @@ impl Default for ExposureConfig {
 }
 
 /// One canary's result.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CanaryExposure {
     pub id: String,
     pub repetitions: u32,
@@ -269,7 +269,7 @@ pub struct CanaryExposure {
 }
 
 /// Mean exposure of the canaries inserted the same number of times.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct GroupExposure {
     pub repetitions: u32,
     pub canaries: usize,
@@ -278,7 +278,7 @@ pub struct GroupExposure {
 }
 
 /// Result of [`exposure_audit`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ExposureReport {
     /// Candidates answered (`|R|`; fewer than asked if the oracle refused).
     pub candidates: usize,
@@ -400,7 +400,7 @@ pub fn exposure_audit(
 
 /// A record whose membership is guessed: features and the true label (the
 /// attacker knows both).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Record {
     pub features: Vec<f64>,
     pub label: usize,
@@ -458,7 +458,7 @@ pub fn membership_split(
 }
 
 /// Result of [`membership_audit`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct MembershipReport {
     pub members: usize,
     pub non_members: usize,

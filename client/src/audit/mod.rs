@@ -17,6 +17,7 @@ pub mod inversion;
 pub mod learn;
 pub mod memorization;
 pub mod remote;
+pub mod suite;
 
 use blindfold_circuits::harden::{Answer, Hardened};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -45,6 +46,11 @@ pub trait Oracle {
     fn queries(&self) -> u64;
     fn classes(&self) -> usize;
     fn input_len(&self) -> usize;
+    /// The model's public input encoding (what `GetModel` tells every
+    /// client), when the oracle knows it.
+    fn input_spec(&self) -> Option<blindfold_circuits::compile::InputSpec> {
+        None
+    }
 }
 
 /// A hardened model evaluated in the clear, with fresh noise per answer
@@ -107,6 +113,10 @@ impl Oracle for LocalOracle {
 
     fn input_len(&self) -> usize {
         self.model.members[0].input.len()
+    }
+
+    fn input_spec(&self) -> Option<blindfold_circuits::compile::InputSpec> {
+        Some(self.model.members[0].input.clone())
     }
 }
 

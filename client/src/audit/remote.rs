@@ -90,6 +90,10 @@ impl Oracle for RemoteOracle {
     fn input_len(&self) -> usize {
         self.spec.input.len()
     }
+
+    fn input_spec(&self) -> Option<blindfold_circuits::compile::InputSpec> {
+        Some(self.spec.input.clone())
+    }
 }
 
 /// Encrypted answers against clear answers for the same rows.
