@@ -3,7 +3,7 @@
 //! A policy is audited through oracles opened by name (served models of
 //! `server/audit.toml`, or local models in tests): the victims `logreg`
 //! (softmax regression), `mlp` (R1) and `canary` (R1's architecture trained
-//! with canaries) under that policy, plus each victim's noise-free label
+//! with canaries) under that policy, plus each victim's noise-free raw
 //! view as the `reference` that extraction agreement is measured against
 //! (its queries never count against the attack). A policy with an answer
 //! budget is audited on the same model without a budget, each attack
@@ -44,7 +44,8 @@ pub struct PolicyTarget {
     pub mlp: Option<String>,
     /// The canary victim under the policy (memorization).
     pub canary: Option<String>,
-    /// Noise-free label views of the victims, for agreement.
+    /// Noise-free, unhardened views of the victims (their raw argmax), for
+    /// agreement.
     pub logreg_reference: Option<String>,
     pub mlp_reference: Option<String>,
     /// Answers per client identity, if the policy has a budget.
@@ -371,8 +372,8 @@ pub fn default_targets(budget: Option<u64>) -> Vec<PolicyTarget> {
         logreg: Some(format!("logreg-{suffix}")),
         mlp: Some(format!("mlp-{suffix}")),
         canary: Some(format!("canary-{suffix}")),
-        logreg_reference: Some("logreg-label".into()),
-        mlp_reference: Some("mlp-label".into()),
+        logreg_reference: Some("logreg-raw".into()),
+        mlp_reference: Some("mlp-raw".into()),
         budget,
     };
     let mut v = vec![
