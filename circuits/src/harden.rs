@@ -746,7 +746,7 @@ impl Hardened {
             levels: vec![0; e * classes],
             ops: Vec::new(),
         };
-        // Member outputs that feed the stage are centred: a table holds
+        // Ensemble member outputs that feed the stage are centred: a table holds
         // `level - c` with `c` the middle of the level range, so that the
         // negacyclic image `-(level - c)` of an out-of-window accumulator
         // (an input far from anything calibrated) is again a level in
@@ -764,20 +764,27 @@ impl Hardened {
                         self.policy.output,
                         OutputMode::Label | OutputMode::TopK { .. }
                     );
-                    let shift = if compared { centre(&final_q) } else { 0 };
                     let tables = out
                         .lut
                         .iter()
                         .enumerate()
                         .map(|(j, t)| {
                             t.iter()
-                                .map(|y| final_q.level(logit_of(c, *y) + nz(j)) - shift)
+                                .map(|y| final_q.level(logit_of(c, *y) + nz(j)))
                                 .collect()
                         })
                         .collect();
+                    // Compared values: an out-of-window accumulator comes
+                    // out negated (below every level); one bootstrap per
+                    // class floors it at 0, under every in-window level
+                    // (≥ 1), so the label is the raw logits' argmax for
+                    // every input and the tournament stays in range.
+                    let half = 1i64 << (p - 1);
                     let ids = if compared {
                         (0..classes)
-                            .map(|j| b.linear(vec![(j, 1)], shift))
+                            .map(|j| {
+                                b.lookup(vec![(j, 1)], half, window_table(p, |x| (x - half).max(0)))
+                            })
                             .collect()
                     } else {
                         (0..classes).collect()

@@ -563,7 +563,7 @@ async fn audit(
     let started = Instant::now();
     let remote = connect(server).await?;
     let budget = remote
-        .get_model("mlp-label-noise-budget")
+        .get_model("mlp-default")
         .await
         .ok()
         .and_then(|(m, _)| m.policy.and_then(|p| p.budget).and_then(|b| b.answers));

@@ -423,19 +423,16 @@ fn exposure_grows_with_repetitions_in_the_float_canary_model() {
     let control = canary_groups(&mut load("digits-mlp.onnx"));
     println!("float exposure by repetitions: canary model {victim:?}, control {control:?}");
     assert_eq!(victim[2].0, 16);
-    assert!(victim[2].1 > victim[0].1);
+    assert!(victim[0].1 < victim[1].1 && victim[1].1 < victim[2].1, "{victim:?}");
     for (v, c) in victim.iter().zip(&control) {
-        assert!(v.1 > c.1 + 2.0);
+        assert!(v.1 > c.1, "{victim:?} {control:?}");
     }
+    assert!(victim[2].1 > control[2].1 + 2.0, "{victim:?} {control:?}");
 }
 
 /// Acceptance criterion: under raw scores the served canary circuit
-/// exposes canaries seen 16 times more than those seen once. With the
-/// shipped circuit (3-bit inputs, calibrated with the canaries) the group
-/// means are r=1 4.89, r=4 6.30, r=16 5.63 bits (candidate seeds 0..3:
-/// r=1 4.76..4.89, r=16 5.54..5.82; not monotone, r=4 is highest). The
-/// first circuit (2-bit inputs calibrated on digits only) failed it:
-/// 2.71 / 2.36 / 2.56.
+/// exposes canaries more the more often they were seen (r = 1 < 4 < 16;
+/// about 2.5 / 6.1 / 8.1 bits with the shipped, regularized victim).
 #[test]
 fn exposure_grows_with_repetitions_in_the_canary_circuit() {
     let groups = canary_groups(&mut oracle(
@@ -445,5 +442,5 @@ fn exposure_grows_with_repetitions_in_the_canary_circuit() {
     ));
     println!("circuit exposure by repetitions (raw): {groups:?}");
     assert_eq!((groups[0].0, groups[2].0), (1, 16));
-    assert!(groups[2].1 > groups[0].1, "{groups:?}");
+    assert!(groups[0].1 < groups[1].1 && groups[1].1 < groups[2].1, "{groups:?}");
 }

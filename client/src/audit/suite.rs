@@ -364,8 +364,8 @@ fn tolerate_refusal<T>(r: Result<T, AuditError>) -> Result<Option<T>, AuditError
 }
 
 /// The audit's default targets: the models of `server/audit.toml`.
-/// `budget` is the answer budget of its budgeted policy (read from the
-/// server's `GetModel`).
+/// `budget` is the answer budget of the default policy (read from the
+/// server's `GetModel` of `mlp-default`).
 pub fn default_targets(budget: Option<u64>) -> Vec<PolicyTarget> {
     let t = |policy: &str, suffix: &str, budget: Option<u64>| PolicyTarget {
         policy: policy.into(),
@@ -384,8 +384,8 @@ pub fn default_targets(budget: Option<u64>) -> Vec<PolicyTarget> {
     ];
     if let Some(b) = budget {
         v.push(t(
-            &format!("label + noise σ=1 + {b} answers"),
-            "label-noise",
+            &format!("default: label + noise σ=0.5 + {b} answers"),
+            "label-noise05",
             Some(b),
         ));
     }
