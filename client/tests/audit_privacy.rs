@@ -423,7 +423,10 @@ fn exposure_grows_with_repetitions_in_the_float_canary_model() {
     let control = canary_groups(&mut load("digits-mlp.onnx"));
     println!("float exposure by repetitions: canary model {victim:?}, control {control:?}");
     assert_eq!(victim[2].0, 16);
-    assert!(victim[0].1 < victim[1].1 && victim[1].1 < victim[2].1, "{victim:?}");
+    assert!(
+        victim[0].1 < victim[1].1 && victim[1].1 < victim[2].1,
+        "{victim:?}"
+    );
     for (v, c) in victim.iter().zip(&control) {
         assert!(v.1 > c.1, "{victim:?} {control:?}");
     }
@@ -442,5 +445,8 @@ fn exposure_grows_with_repetitions_in_the_canary_circuit() {
     ));
     println!("circuit exposure by repetitions (raw): {groups:?}");
     assert_eq!((groups[0].0, groups[2].0), (1, 16));
-    assert!(groups[0].1 < groups[1].1 && groups[1].1 < groups[2].1, "{groups:?}");
+    assert!(
+        groups[0].1 < groups[1].1 && groups[1].1 < groups[2].1,
+        "{groups:?}"
+    );
 }
