@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use blindfold_circuits::harden::{Aggregate, Noise, NoiseKind, OutputMode, Policy};
+use blindfold_runtime::harden::{Aggregate, Noise, NoiseKind, OutputMode, Policy};
 
 use crate::error::ConfigError;
 

@@ -52,7 +52,7 @@ pub enum ServerError {
     Model {
         name: String,
         #[source]
-        source: Box<blindfold_circuits::Error>,
+        source: Box<blindfold_runtime::Error>,
     },
     #[error("tls: {0}")]
     Tls(String),

@@ -3,7 +3,7 @@
 //!
 //! Each row counts the answers an identity has received from a model and
 //! the Rényi-DP they cost, as the RDP per order `S = Σ 1/σ_t²` of
-//! [`blindfold_circuits::dp`] (0 for models without a DP policy). Limits
+//! [`blindfold_runtime::dp`] (0 for models without a DP policy). Limits
 //! are not stored: they come from the configuration at each call, so
 //! changing a limit applies to past usage too.
 //!
@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use blindfold_circuits::dp;
+use blindfold_runtime::dp;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use thiserror::Error;
 

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use blindfold_circuits::compile::{Circuit, OutputKind};
-use blindfold_circuits::data::Preprocessing;
-use blindfold_circuits::eval::fhe::LookupTables;
-use blindfold_circuits::harden::{Aggregate, Hardened, NoiseKind, OutputMode, Policy};
 use blindfold_proto::v1;
+use blindfold_runtime::circuit::{Circuit, OutputKind};
+use blindfold_runtime::data::Preprocessing;
+use blindfold_runtime::eval::fhe::LookupTables;
+use blindfold_runtime::harden::{Aggregate, Hardened, NoiseKind, OutputMode, Policy};
 use sha2::{Digest, Sha256};
 
 use crate::config::{ModelEntry, DEFAULT_DELTA};
@@ -39,11 +39,11 @@ impl Model {
         let policy = entry
             .policy
             .policy()
-            .map_err(|m| err(blindfold_circuits::Error::Compile(format!("policy: {m}"))))?;
+            .map_err(|m| err(blindfold_runtime::Error::Compile(format!("policy: {m}"))))?;
         let mut hasher = Sha256::new();
         let mut members = Vec::new();
         for path in entry.circuit_paths() {
-            let text = blindfold_circuits::data::read_limited(&path, 256 << 20).map_err(err)?;
+            let text = blindfold_runtime::data::read_limited(&path, 256 << 20).map_err(err)?;
             hasher.update(Sha256::digest(text.as_bytes()));
             members.push(Circuit::from_json(&text).map_err(err)?);
         }
@@ -54,7 +54,7 @@ impl Model {
             && policy.noise.kind == NoiseKind::Gaussian
             && hardened.members.len() > 1;
         let rdp_per_answer = if dp {
-            blindfold_circuits::dp::gnmax_rdp_per_order(policy.noise.scale)
+            blindfold_runtime::dp::gnmax_rdp_per_order(policy.noise.scale)
         } else {
             0.0
         };
@@ -67,12 +67,12 @@ impl Model {
         };
         if let Some((eps, delta)) = budget.epsilon {
             if rdp_per_answer > 0.0
-                && blindfold_circuits::dp::max_answers(policy.noise.scale, eps, delta, 0.0) == 0
+                && blindfold_runtime::dp::max_answers(policy.noise.scale, eps, delta, 0.0) == 0
             {
-                return Err(err(blindfold_circuits::Error::Compile(format!(
+                return Err(err(blindfold_runtime::Error::Compile(format!(
                     "an epsilon budget of {eps} at delta {delta:e} admits no answer: one GNMax answer at sigma {} already costs epsilon {:.3}",
                     policy.noise.scale,
-                    blindfold_circuits::dp::epsilon(rdp_per_answer, delta)
+                    blindfold_runtime::dp::epsilon(rdp_per_answer, delta)
                 ))));
             }
         }

@@ -22,12 +22,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blindfold_circuits::eval::fhe::{
+use blindfold_proto::v1;
+use blindfold_runtime::eval::fhe::{
     self, Blob, CompressedEvaluationKey, EncryptedInput, EvalStats, EvaluationKey, PlanEvaluator,
 };
-use blindfold_circuits::harden::Answer;
-use blindfold_circuits::params::ParamSet;
-use blindfold_proto::v1;
+use blindfold_runtime::harden::Answer;
+use blindfold_runtime::params::ParamSet;
 use rand_chacha::rand_core::{OsRng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use tokio::sync::Semaphore;
@@ -254,7 +254,7 @@ fn check_key_id(key_id: &str) -> Result<(), Status> {
 /// Reads, checks and decompresses a stored key (compute pool).
 fn load_key(path: &std::path::Path, params: ParamSet, limit: u64) -> Result<EvaluationKey, String> {
     let bytes =
-        blindfold_circuits::data::read_bytes_limited(path, limit).map_err(|e| e.to_string())?;
+        blindfold_runtime::data::read_bytes_limited(path, limit).map_err(|e| e.to_string())?;
     verify_key(&bytes, params, limit)
 }
 
@@ -570,9 +570,8 @@ impl Service {
             .pool
             .run(move |cancel| {
                 let evaluator = PlanEvaluator::new(&hardened, &key, &tables)?;
-                let mut rng = ChaCha20Rng::from_rng(OsRng).map_err(|e| {
-                    blindfold_circuits::Error::Eval(format!("noise generator: {e}"))
-                })?;
+                let mut rng = ChaCha20Rng::from_rng(OsRng)
+                    .map_err(|e| blindfold_runtime::Error::Eval(format!("noise generator: {e}")))?;
                 let mut total = EvalStats::default();
                 let mut outputs = Vec::with_capacity(inputs.len());
                 for input in &inputs {
@@ -586,13 +585,13 @@ impl Service {
                     total.keyswitches += stats.keyswitches;
                     total.seconds += stats.seconds;
                 }
-                Ok::<_, blindfold_circuits::Error>((outputs, total))
+                Ok::<_, blindfold_runtime::Error>((outputs, total))
             })
             .await
             .map_err(pool_status)
             .and_then(|(result, waited)| {
                 result.map(|r| (r, waited)).map_err(|e| match e {
-                    blindfold_circuits::Error::Cancelled => {
+                    blindfold_runtime::Error::Cancelled => {
                         Status::cancelled("evaluation cancelled")
                     }
                     other => internal("evaluation", other),

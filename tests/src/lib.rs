@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use blindfold_circuits::compile::Circuit;
 use blindfold_client::{Blob, ClientKey, ConnectOptions, Remote};
+use blindfold_runtime::circuit::Circuit;
 use blindfold_server::{Config, Server, ServerError};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -194,7 +194,7 @@ pub fn fast_keys() -> &'static Keys {
     KEYS.get_or_init(|| new_keys(fast_circuit().params))
 }
 
-pub fn new_keys(params: blindfold_circuits::params::ParamSet) -> Keys {
+pub fn new_keys(params: blindfold_runtime::params::ParamSet) -> Keys {
     let client = ClientKey::generate(params);
     let evaluation = client
         .evaluation_key()
@@ -216,9 +216,9 @@ pub fn fast_circuit() -> &'static Circuit {
 
 /// The first `n` test rows of the digits data set (features, label).
 pub fn digits_rows(n: usize) -> Vec<(Vec<f64>, usize)> {
-    let ds = blindfold_circuits::data::Dataset::from_csv(&repo().join("data/digits.csv"))
+    let ds = blindfold_runtime::data::Dataset::from_csv(&repo().join("data/digits.csv"))
         .expect("digits data");
-    let range: blindfold_circuits::data::RowRange = "1347..1796".parse().expect("range");
+    let range: blindfold_runtime::data::RowRange = "1347..1796".parse().expect("range");
     let (rows, labels) = ds.rows(range).expect("rows");
     rows.into_iter().zip(labels).take(n).collect()
 }

@@ -146,7 +146,7 @@ async fn kill_9_mid_upload_keeps_registered_keys_and_hides_the_partial_one() {
     let q = fast_circuit().input.quantize(x).unwrap();
     assert_eq!(
         p.raw,
-        blindfold_circuits::eval::clear::evaluate(fast_circuit(), &q).unwrap()
+        blindfold_runtime::eval::clear::evaluate(fast_circuit(), &q).unwrap()
     );
     // and B can be registered in full now
     alice

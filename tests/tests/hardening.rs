@@ -5,11 +5,11 @@
 
 use std::collections::BTreeSet;
 
-use blindfold_circuits::compile::OutputKind;
-use blindfold_circuits::harden::{Hardened, Noise, NoiseKind, OutputMode, Plan, Policy};
 use blindfold_client::crypto;
 use blindfold_client::{ClientError, Remote};
 use blindfold_proto::v1;
+use blindfold_runtime::circuit::OutputKind;
+use blindfold_runtime::harden::{Hardened, Noise, NoiseKind, OutputMode, Plan, Policy};
 use blindfold_tests::*;
 use tonic::Code;
 
@@ -198,7 +198,7 @@ async fn label_policy_returns_one_ciphertext_equal_to_the_clear_answer() {
     let r = alice.predict(FAST, &keys.key_id, vec![ct]).await.unwrap();
     let p = crypto::decrypt_output(&keys.client, &raw_spec, &r.outputs[0]).unwrap();
     let q = fast_circuit().input.quantize(&xs[0]).unwrap();
-    let want = blindfold_circuits::eval::clear::evaluate(fast_circuit(), &q).unwrap();
+    let want = blindfold_runtime::eval::clear::evaluate(fast_circuit(), &q).unwrap();
     assert_eq!(p.raw, want);
     assert_eq!(p.logits.len(), 10);
     assert!(r.outputs[0].len() >= 10 * one_ct);

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use blindfold_circuits::eval::clear;
+use blindfold_runtime::eval::clear;
 use blindfold_tests::*;
 
 fn run(cmd: &mut Command) -> String {

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use blindfold_circuits::eval::clear;
 use blindfold_client::crypto;
 use blindfold_client::{ConnectOptions, Remote};
 use blindfold_proto::v1;
+use blindfold_runtime::eval::clear;
 use blindfold_tests::*;
 use tonic::Code;
 
@@ -327,7 +327,7 @@ async fn hostile_inputs_get_specific_statuses_and_change_nothing() {
         "oversized ciphertext"
     );
     let mut other_spec = fast_circuit().client_spec();
-    other_spec.params = blindfold_circuits::params::ParamSet::Message3Carry3;
+    other_spec.params = blindfold_runtime::params::ParamSet::Message3Carry3;
     let other_ck = blindfold_client::ClientKey::generate(other_spec.params);
     let x = &digits_rows(1)[0].0;
     let foreign = crypto::encrypt_row(&other_ck, &other_spec, x).unwrap();

@@ -19,12 +19,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use blindfold_circuits::compile::Circuit;
-use blindfold_circuits::eval::fhe::{ClientKey, LookupTables, PlanEvaluator};
-use blindfold_circuits::harden::{
+use blindfold_compiler::pipeline::{DataOverride, ModelBundle};
+use blindfold_runtime::circuit::Circuit;
+use blindfold_runtime::eval::fhe::{ClientKey, LookupTables, PlanEvaluator};
+use blindfold_runtime::harden::{
     argmax_bootstraps, Aggregate, Answer, Hardened, Noise, NoiseKind, OutputMode, Policy,
 };
-use blindfold_circuits::pipeline::{DataOverride, ModelBundle};
 use clap::Parser;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -186,7 +186,7 @@ fn main() -> anyhow::Result<()> {
             name: format!("PATE {} teachers, GNMax σ={sigma}", teachers.len()),
             model: Hardened::new("digits-pate", teachers.clone(), pol)?,
             tables: teachers.iter().map(LookupTables::new).collect(),
-            rdp: Some(blindfold_circuits::dp::gnmax_rdp_per_order(*sigma)),
+            rdp: Some(blindfold_runtime::dp::gnmax_rdp_per_order(*sigma)),
         });
     }
 
@@ -235,16 +235,14 @@ fn main() -> anyhow::Result<()> {
             stage_bootstraps: cost.stage + cost.input_clamp,
             latency_ms: None,
             stage_p_fail: c.model.stage_failure_probability(),
-            epsilon_per_answer: c
-                .rdp
-                .map(|s| blindfold_circuits::dp::epsilon(s, args.delta)),
+            epsilon_per_answer: c.rdp.map(|s| blindfold_runtime::dp::epsilon(s, args.delta)),
         });
         eprintln!("clear: {:<32} {ok}/{}", c.name, rows.len());
     }
 
     if args.fhe_samples > 0 {
         // one key per parameter set
-        let mut keys: Vec<(ClientKey, blindfold_circuits::eval::fhe::EvaluationKey)> = Vec::new();
+        let mut keys: Vec<(ClientKey, blindfold_runtime::eval::fhe::EvaluationKey)> = Vec::new();
         let n = args.fhe_samples.min(rows.len());
         // group cases by (members, clamp) so hidden layers are shared
         let mut groups: Vec<Vec<usize>> = Vec::new();

@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let remote = Remote::connect(&a.server, options.clone()).await?;
     let (proto, spec) = remote.get_model(&a.model).await?;
-    let rows = blindfold_circuits::data::Dataset::from_csv(std::path::Path::new("data/digits.csv"))
+    let rows = blindfold_runtime::data::Dataset::from_csv(std::path::Path::new("data/digits.csv"))
         .and_then(|d| d.rows("1347..1796".parse().expect("range")))
         .context("reading data/digits.csv (run from the repository root)")?
         .0;
@@ -162,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
         use rayon::prelude::*;
         (0..threads)
             .into_par_iter()
-            .map(|_| blindfold_circuits::eval::fhe::time_batched_bootstrap(&ek, 16))
+            .map(|_| blindfold_runtime::eval::fhe::time_batched_bootstrap(&ek, 16))
             .collect()
     };
     let machine_bootstraps_per_s: f64 = per_pbs.iter().map(|t| 1.0 / t).sum();

@@ -1,0 +1,223 @@
+//! The model's life in one place: ONNX file (+ manifest and dataset) →
+//! [`Graph`] → [`LinearNet`] → [`QuantizedNet`] → [`Circuit`].
+
+use std::path::{Path, PathBuf};
+
+use crate::compile::{compile, Circuit, CompileOptions};
+use crate::ir::Graph;
+use crate::manifest::Manifest;
+use crate::quant::{lower, quantize, LinearNet, QuantizedNet};
+use crate::{Error, Result};
+use blindfold_runtime::data::{Dataset, Preprocessing, RowRange};
+
+/// A model with the data it is calibrated and evaluated on.
+#[derive(Clone, Debug)]
+pub struct ModelBundle {
+    pub name: String,
+    pub graph: Graph,
+    pub manifest: Option<Manifest>,
+    pub dataset: Dataset,
+    pub data_path: PathBuf,
+    pub train: RowRange,
+    pub test: RowRange,
+    pub preprocessing: Preprocessing,
+}
+
+/// Where the data comes from when the model has no manifest (or to override it).
+#[derive(Clone, Debug, Default)]
+pub struct DataOverride {
+    pub data: Option<PathBuf>,
+    pub train: Option<RowRange>,
+    pub test: Option<RowRange>,
+}
+
+impl ModelBundle {
+    /// Loads `model.onnx`, its manifest `model.json` if present, and the dataset.
+    pub fn load(model: &Path, over: &DataOverride) -> Result<Self> {
+        let graph = crate::onnx::import_onnx_file(model)?;
+        let manifest = Manifest::for_model(model)?;
+        let name = manifest
+            .as_ref()
+            .map(|(m, _)| m.name.clone())
+            .unwrap_or_else(|| {
+                model
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "model".into())
+            });
+        let data_path = match (&over.data, &manifest) {
+            (Some(p), _) => p.clone(),
+            (None, Some((m, mpath))) => resolve_relative(mpath, &m.data),
+            (None, None) => {
+                return Err(Error::Data(format!(
+                    "{} has no manifest ({}); pass --data FILE.csv --train A..B --test C..D",
+                    model.display(),
+                    model.with_extension("json").display()
+                )))
+            }
+        };
+        let train = over
+            .train
+            .or(manifest.as_ref().map(|(m, _)| m.train_range()))
+            .ok_or_else(|| Error::Data("no training rows: pass --train A..B".into()))?;
+        let test = over
+            .test
+            .or(manifest.as_ref().map(|(m, _)| m.test_range()))
+            .ok_or_else(|| Error::Data("no test rows: pass --test C..D".into()))?;
+        let dataset = Dataset::from_csv(&data_path)?;
+        let preprocessing = manifest
+            .as_ref()
+            .map(|(m, _)| m.preprocessing.clone())
+            .unwrap_or(Preprocessing::None);
+        let n_features = dataset.features.first().map_or(0, |r| r.len());
+        if n_features != graph.input_len() {
+            return Err(Error::Data(format!(
+                "{} has {n_features} features per row, the model expects {}",
+                data_path.display(),
+                graph.input_len()
+            )));
+        }
+        dataset.rows(train)?;
+        dataset.rows(test)?;
+        Ok(Self {
+            name,
+            graph,
+            manifest: manifest.map(|(m, _)| m),
+            dataset,
+            data_path,
+            train,
+            test,
+            preprocessing,
+        })
+    }
+
+    /// Preprocessed rows and labels of `range`.
+    pub fn rows(&self, range: RowRange) -> Result<(Vec<Vec<f64>>, Vec<usize>)> {
+        let (x, y) = self.dataset.rows(range)?;
+        let x = x
+            .iter()
+            .map(|r| self.preprocessing.apply(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((x, y))
+    }
+
+    /// Float accuracy of the imported graph on the test rows (f32, softmax included).
+    pub fn float_accuracy(&self) -> Result<(usize, usize)> {
+        let (x, y) = self.rows(self.test)?;
+        let mut correct = 0;
+        for (row, label) in x.iter().zip(&y) {
+            let xf: Vec<f32> = row.iter().map(|v| *v as f32).collect();
+            let out = self.graph.eval::<f32>(&xf)?;
+            if blindfold_runtime::data::argmax(&out) == *label {
+                correct += 1;
+            }
+        }
+        Ok((correct, y.len()))
+    }
+}
+
+fn resolve_relative(manifest_path: &Path, data: &str) -> PathBuf {
+    let p = PathBuf::from(data);
+    if p.is_absolute() || p.exists() {
+        return p;
+    }
+    // manifests name data relative to the repository root: models/x.json → data/…
+    let mut dir = manifest_path.parent().map(Path::to_path_buf);
+    while let Some(d) = dir {
+        let candidate = d.join(&p);
+        if candidate.exists() {
+            return candidate;
+        }
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    p
+}
+
+/// Everything the compiler produced for one model.
+pub struct Compiled {
+    pub net: LinearNet,
+    pub qnet: QuantizedNet,
+    pub circuit: Circuit,
+}
+
+/// Lowers, quantizes (calibrating on the training rows) and compiles.
+pub fn compile_bundle(bundle: &ModelBundle, options: &CompileOptions) -> Result<Compiled> {
+    let net = lower(&bundle.graph)?;
+    let (calib, _) = bundle.rows(bundle.train)?;
+    let mut quant = options.quant.clone();
+    quant.output_bits = quant.output_bits.min(options.params.max_output_bits());
+    let qnet = quantize(&net, &calib, &quant)?;
+    let qcalib = calib
+        .iter()
+        .map(|x| qnet.quantize_input(x))
+        .collect::<Result<Vec<_>>>()?;
+    let circuit = compile(
+        &bundle.name,
+        &qnet,
+        bundle.preprocessing.clone(),
+        options.params,
+        &qcalib,
+    )?;
+    Ok(Compiled { net, qnet, circuit })
+}
+
+/// Clear-circuit accuracy on raw rows.
+pub fn circuit_accuracy(
+    circuit: &Circuit,
+    rows: &[Vec<f64>],
+    labels: &[usize],
+) -> Result<(usize, usize)> {
+    let mut correct = 0;
+    for (raw, label) in rows.iter().zip(labels) {
+        let q = circuit.input.quantize(raw)?;
+        let out = blindfold_runtime::eval::clear::evaluate(circuit, &q)?;
+        if circuit.predict_class(&out) == *label {
+            correct += 1;
+        }
+    }
+    Ok((correct, labels.len()))
+}
+
+/// How closely a circuit follows the float model on some rows.
+#[derive(Clone, Copy, Debug)]
+pub struct Fidelity {
+    /// Accuracy of the clear circuit.
+    pub accuracy: f64,
+    /// Accuracy of the float model on the same rows.
+    pub float_accuracy: f64,
+    /// Mean KL divergence from the float model's softmax to the circuit's.
+    pub kl: f64,
+}
+
+/// Compares the clear circuit with the float graph on `rows`.
+pub fn fidelity(bundle: &ModelBundle, circuit: &Circuit, rows: RowRange) -> Result<Fidelity> {
+    let (raw, labels) = bundle.dataset.rows(rows)?;
+    let (pre, _) = bundle.rows(rows)?;
+    let (mut ok, mut fok, mut kl) = (0usize, 0usize, 0.0);
+    for ((r, x), label) in raw.iter().zip(&pre).zip(&labels) {
+        let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+        let fl: Vec<f64> = bundle
+            .graph
+            .eval_logits::<f32>(&xf)?
+            .iter()
+            .map(|v| *v as f64)
+            .collect();
+        let q = circuit.input.quantize(r)?;
+        let ql = circuit.decode_output(&blindfold_runtime::eval::clear::evaluate(circuit, &q)?);
+        ok += usize::from(blindfold_runtime::data::argmax(&ql) == *label);
+        fok += usize::from(blindfold_runtime::data::argmax(&fl) == *label);
+        let lp = blindfold_runtime::data::log_softmax(&fl);
+        let lq = blindfold_runtime::data::log_softmax(&ql);
+        kl += lp
+            .iter()
+            .zip(&lq)
+            .map(|(a, b)| a.exp() * (a - b))
+            .sum::<f64>();
+    }
+    let n = labels.len().max(1) as f64;
+    Ok(Fidelity {
+        accuracy: ok as f64 / n,
+        float_accuracy: fok as f64 / n,
+        kl: kl / n,
+    })
+}

@@ -1,0 +1,49 @@
+//! How a circuit was quantized: recorded in the circuit artifact.
+
+use serde::{Deserialize, Serialize};
+
+/// How weights are rounded to integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rounding {
+    Nearest,
+    ErrorFeedback,
+}
+
+/// Bit widths and options of the quantizer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantConfig {
+    /// Bits of each quantized input feature.
+    pub input_bits: u32,
+    /// Bits of each hidden activation (default for every hidden stage).
+    pub activation_bits: u32,
+    /// Per hidden stage overrides of `activation_bits` (stage index → bits).
+    #[serde(default)]
+    pub stage_activation_bits: Vec<(usize, u32)>,
+    /// Accumulator window: every accumulator must take at most
+    /// `2^accumulator_bits` distinct values on the calibration set.
+    pub accumulator_bits: u32,
+    /// Bits of the requantized logits the client decrypts.
+    pub output_bits: u32,
+    /// Spare accumulator values kept on each side of the calibrated range.
+    pub margin: u32,
+    pub rounding: Rounding,
+    /// Sweeps of greedy rounding refinement on the calibration set (0 = off).
+    #[serde(default)]
+    pub refine_sweeps: usize,
+}
+
+impl Default for QuantConfig {
+    fn default() -> Self {
+        Self {
+            input_bits: 3,
+            activation_bits: 3,
+            stage_activation_bits: Vec::new(),
+            accumulator_bits: 6,
+            output_bits: 10,
+            margin: 1,
+            rounding: Rounding::ErrorFeedback,
+            refine_sweeps: 2,
+        }
+    }
+}

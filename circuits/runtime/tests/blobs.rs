@@ -1,0 +1,36 @@
+//! Keys and ciphertexts from bytes: size-limited, versioned, and checked
+//! against the parameter set; malformed input is refused without a panic.
+
+use blindfold_runtime::eval::fhe::{Blob, ClientKey, CompressedEvaluationKey, EncryptedInput};
+use blindfold_runtime::params::ParamSet;
+
+#[test]
+fn malformed_blobs_are_refused() {
+    let ck = ClientKey::generate(ParamSet::Message2Carry2);
+    let key = ck.evaluation_key().to_bytes().unwrap();
+    // garbage, truncated, wrong kind, wrong version, over the limit
+    assert!(CompressedEvaluationKey::from_bytes(b"hello world, not a key", 1 << 30).is_err());
+    for cut in [0, 5, 12, 40, key.len() / 2, key.len() - 1] {
+        assert!(
+            CompressedEvaluationKey::from_bytes(&key[..cut], 1 << 30).is_err(),
+            "truncated at {cut}"
+        );
+    }
+    assert!(EncryptedInput::from_bytes(&key, 1 << 30).is_err());
+    let mut v2 = key.clone();
+    v2[4] = 99;
+    let err = CompressedEvaluationKey::from_bytes(&v2, 1 << 30)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("version"), "{err}");
+    assert!(CompressedEvaluationKey::from_bytes(&key, 1024).is_err());
+    // a well-formed key for another parameter set is caught by conformance
+    let other = ClientKey::generate(ParamSet::Message2Carry2).evaluation_key();
+    let ok = CompressedEvaluationKey::from_bytes(&other.to_bytes().unwrap(), 1 << 30).unwrap();
+    ok.check_conformance().unwrap();
+    // flip the declared parameter set inside the blob: dimensions no longer conform
+    let mut relabeled = CompressedEvaluationKey::from_bytes(&key, 1 << 30).unwrap();
+    relabeled.params = ParamSet::Message3Carry3;
+    assert!(relabeled.check_conformance().is_err());
+}

@@ -1,6 +1,0 @@
-//! The two evaluators of one [`Circuit`](crate::compile::Circuit): `clear`
-//! (integers, exactly the torus arithmetic without noise) and `fhe` (tfhe-rs
-//! ciphertexts). Whenever no bootstrap fails they agree bit for bit.
-
-pub mod clear;
-pub mod fhe;

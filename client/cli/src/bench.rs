@@ -1,0 +1,314 @@
+//! `blindfold bench`: float plaintext, quantized clear and encrypted
+//! evaluation of one model, side by side, in one run.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use blindfold_compiler::pipeline::{circuit_accuracy, ModelBundle};
+use blindfold_runtime::circuit::Circuit;
+use blindfold_runtime::eval::clear;
+use blindfold_runtime::eval::fhe::{
+    time_batched_bootstrap, time_primitives, Blob, ClientKey, FheEvaluator,
+};
+
+/// Everything `blindfold bench --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub params: String,
+    pub precision_bits: u32,
+    pub input_bits: u32,
+    pub activation_bits: u32,
+    pub output_bits: u32,
+    pub test_samples: usize,
+    pub fhe_samples: usize,
+    pub float_accuracy: f64,
+    pub quantized_accuracy: f64,
+    pub fhe_accuracy: f64,
+    /// Fraction of FHE samples whose decrypted output vector equals the clear evaluator's.
+    pub fhe_clear_agreement: f64,
+    /// Fraction whose predicted label equals the clear evaluator's.
+    pub fhe_clear_label_agreement: f64,
+    pub pbs_per_inference: usize,
+    pub ks_per_inference: usize,
+    pub worker_threads: usize,
+    pub latency_ms_median: f64,
+    pub latency_ms_min: f64,
+    pub ks_ms: f64,
+    pub pbs_ms: f64,
+    pub pbs_floor_ms: f64,
+    pub efficiency: f64,
+    /// One bootstrap's share of a batch of `pbs_batch` on one thread.
+    pub pbs_batched_ms: f64,
+    pub pbs_batch: usize,
+    /// Floor with each layer's bootstraps at the batched unit cost, per
+    /// worker (each layer's neurons split evenly across workers).
+    pub batched_floor_ms: f64,
+    /// batched floor ÷ latency: the parallel efficiency of the evaluator.
+    pub batched_efficiency: f64,
+    pub plaintext_latency_us: f64,
+    pub quantized_clear_latency_us: f64,
+    pub keygen_ms: f64,
+    pub key_decompress_ms: f64,
+    pub eval_key_bytes: usize,
+    pub ciphertext_in_bytes: usize,
+    pub ciphertext_out_bytes: usize,
+    pub encrypt_ms_median: f64,
+    pub decrypt_ms_median: f64,
+    pub predicted_p_error: f64,
+    pub predicted_p_error_worst: f64,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs the benchmark; progress goes to `log`.
+pub fn run(
+    bundle: &ModelBundle,
+    circuit: &Circuit,
+    samples: usize,
+    log: &mut dyn FnMut(String),
+) -> Result<BenchReport, anyhow::Error> {
+    let (raw, labels) = bundle.dataset.rows(bundle.test)?;
+    let (pre, _) = bundle.rows(bundle.test)?;
+    // float plaintext
+    let (fc, n) = bundle.float_accuracy()?;
+    let mut float_us = Vec::new();
+    for x in pre.iter().take(200) {
+        let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+        let t = Instant::now();
+        let out = bundle.graph.eval::<f32>(&xf)?;
+        float_us.push(t.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(out);
+    }
+    // quantized clear
+    let (qc, _) = circuit_accuracy(circuit, &raw, &labels)?;
+    let mut clear_us = Vec::new();
+    for x in raw.iter().take(200) {
+        let q = circuit.input.quantize(x)?;
+        let t = Instant::now();
+        let out = clear::evaluate(circuit, &q)?;
+        clear_us.push(t.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(out);
+    }
+    log(format!(
+        "float accuracy {fc}/{n}, quantized clear accuracy {qc}/{n}; generating keys ({})…",
+        circuit.params.name()
+    ));
+    // keys
+    let t = Instant::now();
+    let ck = ClientKey::generate(circuit.params);
+    let cek = ck.evaluation_key();
+    let keygen_ms = t.elapsed().as_secs_f64() * 1e3;
+    let ek_bytes = cek.to_bytes()?;
+    let t = Instant::now();
+    let ek = cek.decompress();
+    let key_decompress_ms = t.elapsed().as_secs_f64() * 1e3;
+    log(format!(
+        "keygen {:.0} ms, compressed evaluation key {:.1} MB; timing one KS and one PBS…",
+        keygen_ms,
+        ek_bytes.len() as f64 / 1e6
+    ));
+    let (ks_s, pbs_s) = time_primitives(&ek, 8);
+    // the evaluator's batches: each layer split into one batch per worker
+    let threads = rayon::current_num_threads().max(1);
+    let widest = circuit.layers.iter().map(|l| l.out_len).max().unwrap_or(1);
+    let batch = widest.div_ceil(threads);
+    let pbs_batched_s = time_batched_bootstrap(&ek, batch);
+    let evaluator = FheEvaluator::new(circuit, &ek)?;
+    let samples = samples.min(raw.len());
+    let mut lat = Vec::new();
+    let mut enc_ms = Vec::new();
+    let mut dec_ms = Vec::new();
+    let (mut agree, mut label_agree, mut fhe_correct) = (0usize, 0usize, 0usize);
+    let (mut in_bytes, mut out_bytes) = (0usize, 0usize);
+    for (i, (x, label)) in raw.iter().zip(&labels).take(samples).enumerate() {
+        let q = circuit.input.quantize(x)?;
+        let expected = clear::evaluate(circuit, &q)?;
+        let t = Instant::now();
+        let enc = ck.encrypt(&circuit.client_spec(), &q)?;
+        let enc_bytes = enc.to_bytes()?;
+        enc_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        in_bytes = enc_bytes.len();
+        let (out, stats) = evaluator.evaluate(&enc)?;
+        lat.push(stats.seconds * 1e3);
+        let out_blob = out.to_bytes()?;
+        out_bytes = out_blob.len();
+        let t = Instant::now();
+        let got = ck.decrypt(&circuit.client_spec(), &out)?;
+        dec_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let class = circuit.predict_class(&got);
+        if got == expected {
+            agree += 1;
+        }
+        if class == circuit.predict_class(&expected) {
+            label_agree += 1;
+        }
+        if class == *label {
+            fhe_correct += 1;
+        }
+        log(format!(
+            "  sample {}/{samples}: {:.0} ms, label {class} (true {label}), {}",
+            i + 1,
+            stats.seconds * 1e3,
+            if got == expected {
+                "matches clear"
+            } else {
+                "DIFFERS from clear"
+            }
+        ));
+    }
+    let pbs = circuit.pbs_per_inference();
+    let ks = circuit.ks_per_inference();
+    let floor_ms = (pbs as f64 * pbs_s + ks as f64 * ks_s) * 1e3 / threads as f64;
+    // the same floor with each layer's bootstraps at the batched unit cost
+    let batched_floor_ms = circuit
+        .layers
+        .iter()
+        .map(|l| {
+            let per_thread = l.out_len.div_ceil(threads);
+            let unit = if per_thread > 1 { pbs_batched_s } else { pbs_s };
+            per_thread as f64 * unit
+                + if l.keyswitch {
+                    per_thread as f64 * ks_s
+                } else {
+                    0.0
+                }
+        })
+        .sum::<f64>()
+        * 1e3;
+    let lat_min = lat.iter().copied().fold(f64::INFINITY, f64::min);
+    let lat_med = median(&mut lat);
+    let s = samples.max(1) as f64;
+    Ok(BenchReport {
+        model: bundle.name.clone(),
+        params: circuit.params.name().to_string(),
+        precision_bits: circuit.precision_bits,
+        input_bits: circuit.input.bits,
+        activation_bits: circuit.quant_config.activation_bits,
+        output_bits: circuit.output_bits,
+        test_samples: n,
+        fhe_samples: samples,
+        float_accuracy: fc as f64 / n as f64,
+        quantized_accuracy: qc as f64 / n as f64,
+        fhe_accuracy: fhe_correct as f64 / s,
+        fhe_clear_agreement: agree as f64 / s,
+        fhe_clear_label_agreement: label_agree as f64 / s,
+        pbs_per_inference: pbs,
+        ks_per_inference: ks,
+        worker_threads: threads,
+        latency_ms_median: lat_med,
+        latency_ms_min: if lat_min.is_finite() { lat_min } else { 0.0 },
+        ks_ms: ks_s * 1e3,
+        pbs_ms: pbs_s * 1e3,
+        pbs_floor_ms: floor_ms,
+        efficiency: if lat_med > 0.0 {
+            floor_ms / lat_med
+        } else {
+            0.0
+        },
+        pbs_batched_ms: pbs_batched_s * 1e3,
+        pbs_batch: batch,
+        batched_floor_ms,
+        batched_efficiency: if lat_med > 0.0 {
+            batched_floor_ms / lat_med
+        } else {
+            0.0
+        },
+        plaintext_latency_us: median(&mut float_us),
+        quantized_clear_latency_us: median(&mut clear_us),
+        keygen_ms,
+        key_decompress_ms,
+        eval_key_bytes: ek_bytes.len(),
+        ciphertext_in_bytes: in_bytes,
+        ciphertext_out_bytes: out_bytes,
+        encrypt_ms_median: median(&mut enc_ms),
+        decrypt_ms_median: median(&mut dec_ms),
+        predicted_p_error: circuit.report.p_fail_inference,
+        predicted_p_error_worst: circuit.report.p_fail_inference_worst,
+    })
+}
+
+impl BenchReport {
+    /// The human-readable table.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "model {}  ({}, {}-bit window, {}-bit inputs, {}-bit activations, {}-bit outputs)",
+            self.model,
+            self.params,
+            self.precision_bits,
+            self.input_bits,
+            self.activation_bits,
+            self.output_bits
+        );
+        let _ = writeln!(
+            s,
+            "{:<22} {:>10} {:>16} {:>14}",
+            "", "accuracy", "latency", "samples"
+        );
+        let _ = writeln!(
+            s,
+            "{:<22} {:>10.4} {:>13.1} µs {:>14}",
+            "float plaintext", self.float_accuracy, self.plaintext_latency_us, self.test_samples
+        );
+        let _ = writeln!(
+            s,
+            "{:<22} {:>10.4} {:>13.1} µs {:>14}",
+            "quantized clear",
+            self.quantized_accuracy,
+            self.quantized_clear_latency_us,
+            self.test_samples
+        );
+        let _ = writeln!(
+            s,
+            "{:<22} {:>10.4} {:>13.1} ms {:>14}",
+            "encrypted (FHE)", self.fhe_accuracy, self.latency_ms_median, self.fhe_samples
+        );
+        let _ = writeln!(
+            s,
+            "\nFHE = clear: {:.3} of outputs bit-exact, {:.3} of labels; predicted p_error {:.2e} per inference",
+            self.fhe_clear_agreement, self.fhe_clear_label_agreement, self.predicted_p_error
+        );
+        let _ = writeln!(
+            s,
+            "{} PBS + {} KS per inference; one PBS {:.2} ms, one KS {:.2} ms; floor {:.1} ms on {} threads; efficiency {:.2}",
+            self.pbs_per_inference,
+            self.ks_per_inference,
+            self.pbs_ms,
+            self.ks_ms,
+            self.pbs_floor_ms,
+            self.worker_threads,
+            self.efficiency
+        );
+        let _ = writeln!(
+            s,
+            "batched: {:.2} ms per PBS in batches of {}; batched floor {:.1} ms; parallel efficiency {:.2}",
+            self.pbs_batched_ms, self.pbs_batch, self.batched_floor_ms, self.batched_efficiency
+        );
+        let _ = writeln!(
+            s,
+            "keygen {:.0} ms; evaluation key {:.1} MB compressed; ciphertexts {} B in, {} B out; encrypt {:.2} ms, decrypt {:.2} ms",
+            self.keygen_ms,
+            self.eval_key_bytes as f64 / 1e6,
+            self.ciphertext_in_bytes,
+            self.ciphertext_out_bytes,
+            self.encrypt_ms_median,
+            self.decrypt_ms_median
+        );
+        s
+    }
+}

@@ -1,0 +1,216 @@
+//! `blindfold`: compile, inspect and benchmark encrypted inference, and use
+//! a Blindfold server (keygen, register, predict, encrypt/decrypt).
+
+mod bench;
+mod commands;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use blindfold_compiler::pipeline::{DataOverride, ModelBundle};
+use blindfold_compiler::quant::{QuantConfig, Rounding};
+use blindfold_compiler::select;
+use blindfold_runtime::circuit::Circuit;
+use blindfold_runtime::data::RowRange;
+use blindfold_runtime::params::ParamSet;
+
+#[derive(Parser)]
+#[command(
+    name = "blindfold",
+    version,
+    about = "Encrypted inference on TFHE: compile, inspect, benchmark, and talk to a Blindfold server"
+)]
+struct Cli {
+    #[command(flatten)]
+    server: commands::ServerArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile an ONNX model into a circuit file (JSON) and print its report.
+    Compile {
+        model: PathBuf,
+        /// Output circuit file [default: <model>.circuit.json]
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        opts: CompileArgs,
+    },
+    /// Print the report of a circuit file (or compile a model and print it).
+    Inspect {
+        /// A `.circuit.json` file or an `.onnx` model
+        path: PathBuf,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opts: CompileArgs,
+    },
+    /// Float vs quantized-clear vs encrypted: accuracy and latency side by side.
+    Bench {
+        model: PathBuf,
+        /// Number of test samples to run encrypted
+        #[arg(long, default_value_t = 100)]
+        samples: usize,
+        /// Print one JSON object on stdout (progress still goes to stderr)
+        #[arg(long)]
+        json: bool,
+        /// Worker threads for the encrypted evaluation [default: all cores]
+        #[arg(long, env = "BLINDFOLD_THREADS")]
+        threads: Option<usize>,
+        #[command(flatten)]
+        opts: CompileArgs,
+    },
+    #[command(flatten)]
+    Net(commands::NetCommand),
+}
+
+#[derive(Args, Clone)]
+struct CompileArgs {
+    /// Dataset CSV (features then label) when the model has no manifest
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Training (calibration) rows, inclusive, e.g. 0..1346
+    #[arg(long)]
+    train: Option<RowRange>,
+    /// Test rows, inclusive, e.g. 1347..1796
+    #[arg(long)]
+    test: Option<RowRange>,
+    /// Parameter set: auto, 2_2 or 3_3 (tfhe-rs V1_8 KS_PBS TUNIFORM 2M128 sets)
+    #[arg(long, default_value = "auto")]
+    params: String,
+    /// Accumulator window bits [default: 5 for 2_2, 7 for 3_3]
+    #[arg(long)]
+    accumulator_bits: Option<u32>,
+    /// Input feature bits [default: chosen on the training rows]
+    #[arg(long)]
+    input_bits: Option<u32>,
+    /// Hidden activation bits [default: chosen on the training rows]
+    #[arg(long)]
+    activation_bits: Option<u32>,
+    /// Per-stage activation bits, e.g. `--layer-activation-bits 0=3` (repeatable)
+    #[arg(long = "layer-activation-bits", value_parser = parse_stage_bits)]
+    layer_activation_bits: Vec<(usize, u32)>,
+    /// Sweeps of rounding refinement on the calibration rows (0 = off)
+    #[arg(long, default_value_t = 2)]
+    refine_sweeps: usize,
+    /// Weight rounding: error-feedback or nearest
+    #[arg(long, default_value = "error-feedback")]
+    rounding: String,
+    /// Accept a cheaper parameter set if it loses at most this much training accuracy
+    #[arg(long, default_value_t = 0.015)]
+    max_loss: f64,
+}
+
+fn parse_stage_bits(s: &str) -> Result<(usize, u32), String> {
+    let (a, b) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} must look like STAGE=BITS, e.g. 0=3"))?;
+    Ok((
+        a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?,
+        b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?,
+    ))
+}
+
+fn compile_model(model: &Path, a: &CompileArgs) -> anyhow::Result<(ModelBundle, Circuit)> {
+    let over = DataOverride {
+        data: a.data.clone(),
+        train: a.train,
+        test: a.test,
+    };
+    let bundle =
+        ModelBundle::load(model, &over).with_context(|| format!("loading {}", model.display()))?;
+    let params = match a.params.as_str() {
+        "auto" => None,
+        other => Some(ParamSet::from_name(other).ok_or_else(|| {
+            anyhow::anyhow!("unknown parameter set {other:?}: use auto, 2_2 or 3_3")
+        })?),
+    };
+    let rounding = match a.rounding.as_str() {
+        "error-feedback" => Rounding::ErrorFeedback,
+        "nearest" => Rounding::Nearest,
+        other => anyhow::bail!("unknown rounding {other:?}: use error-feedback or nearest"),
+    };
+    let mut base = QuantConfig {
+        rounding,
+        refine_sweeps: a.refine_sweeps,
+        stage_activation_bits: a.layer_activation_bits.clone(),
+        ..QuantConfig::default()
+    };
+    if let Some(b) = a.accumulator_bits {
+        base.accumulator_bits = b;
+    }
+    let widths = select::Widths {
+        input_bits: a.input_bits,
+        activation_bits: a.activation_bits,
+        accumulator_bits: a.accumulator_bits,
+    };
+    let (_, compiled) = select::choose(&bundle, params, &base, &widths, a.max_loss, &mut |m| {
+        eprintln!("{m}")
+    })?;
+    Ok((bundle, compiled.circuit))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Net(command) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(commands::run(command, &cli.server))?;
+        }
+        Command::Compile { model, out, opts } => {
+            let (_, circuit) = compile_model(&model, &opts)?;
+            let out = out.unwrap_or_else(|| model.with_extension("circuit.json"));
+            circuit.save(&out)?;
+            print!("{}", circuit.report.render(&circuit.name));
+            eprintln!("wrote {}", out.display());
+        }
+        Command::Inspect { path, json, opts } => {
+            let circuit = if path.extension().is_some_and(|e| e == "onnx") {
+                compile_model(&path, &opts)?.1
+            } else {
+                Circuit::load(&path).with_context(|| {
+                    format!(
+                        "reading {}: expected a circuit file written by `blindfold compile` or an .onnx model",
+                        path.display()
+                    )
+                })?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&circuit.report)?);
+            } else {
+                print!("{}", circuit.report.render(&circuit.name));
+            }
+        }
+        Command::Bench {
+            model,
+            samples,
+            json,
+            threads,
+            opts,
+        } => {
+            if let Some(t) = threads {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build_global()
+                    .context("configuring the worker pool")?;
+            }
+            let (bundle, circuit) = compile_model(&model, &opts)?;
+            eprint!("{}", circuit.report.render(&circuit.name));
+            let report = bench::run(&bundle, &circuit, samples, &mut |m| eprintln!("{m}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+        }
+    }
+    Ok(())
+}

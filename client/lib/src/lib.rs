@@ -1,0 +1,19 @@
+//! Blindfold client library: key generation (the secret key never leaves
+//! the client), encryption and decryption against a model's client spec,
+//! and a typed async gRPC client ([`remote::Remote`]) including streaming
+//! key upload. The `blindfold` CLI (`blindfold-cli`) and the attack lab
+//! (`blindfold-lab`) are built on it; it needs neither the compiler nor the lab.
+
+pub use blindfold_runtime::circuit::ClientSpec;
+pub use blindfold_runtime::eval::fhe::{
+    Blob, ClientKey, CompressedEvaluationKey, EncryptedInput, EncryptedOutput,
+};
+
+pub mod crypto;
+pub mod error;
+pub mod keys;
+pub mod remote;
+pub mod spec;
+
+pub use error::ClientError;
+pub use remote::{ConnectOptions, Remote};

@@ -1,0 +1,268 @@
+//! Typed async gRPC client for a Blindfold server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use blindfold_proto::v1;
+use blindfold_runtime::circuit::ClientSpec;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Request, Status};
+
+use crate::error::ClientError;
+use crate::spec;
+
+/// Default server address.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+/// Bytes per `RegisterKey` chunk (the server's default limit is 4 MiB).
+pub const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Svc = InterceptedService<Channel, Bearer>;
+
+/// How to reach a server.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// Bearer token; none for servers that allow anonymous access.
+    pub token: Option<String>,
+    /// PEM CA certificate to trust for `https://` addresses.
+    pub ca_certificate: Option<Vec<u8>>,
+    /// Per-call deadline sent to the server (`grpc-timeout`).
+    pub timeout: Option<Duration>,
+}
+
+/// A connection to a Blindfold server.
+#[derive(Clone)]
+pub struct Remote {
+    models: v1::models_client::ModelsClient<Svc>,
+    keys: v1::keys_client::KeysClient<Svc>,
+    inference: v1::inference_client::InferenceClient<Svc>,
+}
+
+fn rpc(method: &'static str) -> impl Fn(Status) -> ClientError {
+    move |status| ClientError::Rpc { method, status }
+}
+
+impl Remote {
+    pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, ClientError> {
+        let address = |message: String| ClientError::Address {
+            url: url.to_string(),
+            message,
+        };
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| address(e.to_string()))?
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true);
+        if let Some(t) = options.timeout {
+            endpoint = endpoint.timeout(t);
+        }
+        if url.starts_with("https://") {
+            let ca = options.ca_certificate.as_ref().ok_or_else(|| {
+                address("https needs a CA certificate (--ca-cert / BLINDFOLD_CA_CERT)".into())
+            })?;
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+                .map_err(|e| address(e.to_string()))?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        let bearer = match &options.token {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| {
+                        address("the token has characters a header cannot carry".into())
+                    })?,
+            ),
+            None => None,
+        };
+        let svc = || InterceptedService::new(channel.clone(), Bearer(bearer.clone()));
+        Ok(Self {
+            models: v1::models_client::ModelsClient::new(svc()),
+            keys: v1::keys_client::KeysClient::new(svc()).max_decoding_message_size(1 << 20),
+            inference: v1::inference_client::InferenceClient::new(svc())
+                .max_decoding_message_size(1 << 30)
+                .max_encoding_message_size(1 << 30),
+        })
+    }
+
+    pub async fn list_models(&self) -> Result<Vec<v1::ModelSummary>, ClientError> {
+        Ok(self
+            .models
+            .clone()
+            .list_models(v1::ListModelsRequest {})
+            .await
+            .map_err(rpc("ListModels"))?
+            .into_inner()
+            .models)
+    }
+
+    /// A model's spec as sent, and the checked client spec made from it.
+    pub async fn get_model(&self, name: &str) -> Result<(v1::ModelSpec, ClientSpec), ClientError> {
+        let proto = self
+            .models
+            .clone()
+            .get_model(v1::GetModelRequest { name: name.into() })
+            .await
+            .map_err(rpc("GetModel"))?
+            .into_inner();
+        let client = spec::from_proto(&proto)?;
+        Ok((proto, client))
+    }
+
+    /// Streams a compressed evaluation key (a `Blob` as written by the
+    /// client library) in chunks; `progress(sent, total)` follows along.
+    pub async fn register_key(
+        &self,
+        key: Arc<Vec<u8>>,
+        parameter_set: &str,
+        progress: Arc<dyn Fn(u64, u64) + Send + Sync>,
+    ) -> Result<v1::RegisterKeyResponse, ClientError> {
+        let total = key.len() as u64;
+        let chunks = key.len().div_ceil(UPLOAD_CHUNK_BYTES);
+        let params = parameter_set.to_string();
+        let stream = tokio_stream::iter((0..chunks).map(move |i| {
+            let start = i * UPLOAD_CHUNK_BYTES;
+            let end = (start + UPLOAD_CHUNK_BYTES).min(key.len());
+            progress(end as u64, total);
+            v1::RegisterKeyChunk {
+                parameter_set: if i == 0 {
+                    params.clone()
+                } else {
+                    String::new()
+                },
+                total_bytes: if i == 0 { total } else { 0 },
+                data: key[start..end].to_vec(),
+            }
+        }));
+        Ok(self
+            .keys
+            .clone()
+            .register_key(stream)
+            .await
+            .map_err(rpc("RegisterKey"))?
+            .into_inner())
+    }
+
+    pub async fn key_status(&self, key_id: &str) -> Result<v1::KeyStatus, ClientError> {
+        Ok(self
+            .keys
+            .clone()
+            .get_key_status(v1::GetKeyStatusRequest {
+                key_id: key_id.into(),
+            })
+            .await
+            .map_err(rpc("GetKeyStatus"))?
+            .into_inner())
+    }
+
+    pub async fn delete_key(&self, key_id: &str) -> Result<(), ClientError> {
+        self.keys
+            .clone()
+            .delete_key(v1::DeleteKeyRequest {
+                key_id: key_id.into(),
+            })
+            .await
+            .map_err(rpc("DeleteKey"))?;
+        Ok(())
+    }
+
+    /// Encrypted inputs (serialized `EncryptedInput`s) in, encrypted outputs
+    /// and the server's timing out.
+    pub async fn predict(
+        &self,
+        model: &str,
+        key_id: &str,
+        inputs: Vec<Vec<u8>>,
+    ) -> Result<v1::PredictResponse, ClientError> {
+        let n = inputs.len();
+        let response = self
+            .inference
+            .clone()
+            .predict(v1::PredictRequest {
+                model: model.into(),
+                key_id: key_id.into(),
+                inputs,
+            })
+            .await
+            .map_err(rpc("Predict"))?
+            .into_inner();
+        if response.outputs.len() != n {
+            return Err(ClientError::Answer(format!(
+                "{} outputs for {n} inputs",
+                response.outputs.len()
+            )));
+        }
+        Ok(response)
+    }
+
+    pub async fn predict_clear(
+        &self,
+        model: &str,
+        rows: Vec<Vec<f64>>,
+    ) -> Result<v1::PredictClearResponse, ClientError> {
+        let n = rows.len();
+        let response = self
+            .inference
+            .clone()
+            .predict_clear(v1::PredictClearRequest {
+                model: model.into(),
+                inputs: rows
+                    .into_iter()
+                    .map(|values| v1::Features { values })
+                    .collect(),
+            })
+            .await
+            .map_err(rpc("PredictClear"))?
+            .into_inner();
+        if response.predictions.len() != n {
+            return Err(ClientError::Answer(format!(
+                "{} predictions for {n} inputs",
+                response.predictions.len()
+            )));
+        }
+        Ok(response)
+    }
+
+    /// The caller's remaining budget for `model`.
+    pub async fn get_budget(&self, model: &str) -> Result<v1::Budget, ClientError> {
+        Ok(self
+            .inference
+            .clone()
+            .get_budget(v1::GetBudgetRequest {
+                model: model.into(),
+            })
+            .await
+            .map_err(rpc("GetBudget"))?
+            .into_inner())
+    }
+
+    /// The raw inference client, for callers that need more control (tests
+    /// sending deliberately malformed requests).
+    pub fn inference_client(&self) -> v1::inference_client::InferenceClient<Svc> {
+        self.inference.clone()
+    }
+
+    pub fn keys_client(&self) -> v1::keys_client::KeysClient<Svc> {
+        self.keys.clone()
+    }
+}
