@@ -7,6 +7,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
+use crate::error::ServiceError;
+
 use crate::config::Config;
 use crate::error::ConfigError;
 use crate::metrics::Metrics;
@@ -44,12 +46,13 @@ impl Authenticator {
         })
     }
 
-    fn identify(&self, header: Option<&[u8]>) -> Result<Identity, Status> {
+    fn identify(&self, header: Option<&[u8]>) -> Result<Identity, ServiceError> {
+        let refuse = |m: &str| ServiceError::Unauthenticated(m.into());
         let Some(value) = header else {
             return if self.anonymous {
                 Ok(Identity(Arc::from(ANONYMOUS)))
             } else {
-                Err(Status::unauthenticated(
+                Err(refuse(
                     "missing bearer token (authorization: Bearer <token>)",
                 ))
             };
@@ -57,13 +60,13 @@ impl Authenticator {
         let token = std::str::from_utf8(value)
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
+            .ok_or_else(|| refuse("authorization must be 'Bearer <token>'"))?;
         // lookup by digest: the comparison never touches the token's bytes
         // one by one
         self.tokens
             .get(&digest(token.trim()))
             .cloned()
-            .ok_or_else(|| Status::unauthenticated("invalid bearer token"))
+            .ok_or_else(|| refuse("invalid bearer token"))
     }
 }
 
@@ -78,19 +81,19 @@ impl tonic::service::Interceptor for Authenticator {
                 request.extensions_mut().insert(identity);
                 Ok(request)
             }
-            Err(status) => {
+            Err(e) => {
                 self.metrics.auth_failure();
-                Err(status)
+                Err(e.into())
             }
         }
     }
 }
 
 /// The identity the interceptor attached.
-pub fn identity<T>(request: &Request<T>) -> Result<Identity, Status> {
+pub fn identity<T>(request: &Request<T>) -> Result<Identity, ServiceError> {
     request
         .extensions()
         .get::<Identity>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("no identity"))
+        .ok_or_else(|| ServiceError::Unauthenticated("no identity".into()))
 }

@@ -63,3 +63,130 @@ pub enum ServerError {
     #[error("internal: {0}")]
     Internal(String),
 }
+
+/// Why a request failed: the one error type of the gRPC handlers. The
+/// whole mapping to gRPC status codes is `From<ServiceError> for Status`
+/// below; handlers only say what went wrong.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// Missing, malformed or unknown credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// An unknown model, or a key not registered for this identity.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request itself is malformed (ids, counts, stream framing).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// What the client sent, as the runtime judged it (bytes that do not
+    /// parse or conform, wrong feature counts or values); `context` names
+    /// which part ("input 3").
+    #[error("{context}: {source}")]
+    Input {
+        context: String,
+        #[source]
+        source: blindfold_runtime::Error,
+    },
+    /// A size, count or rate limit, a full queue, or a spent budget.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// A valid request that does not fit the state (a key of another
+    /// parameter set than the model's).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Forbidden by the model's owner.
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The caller went away and the work was abandoned.
+    #[error("evaluation cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request stream itself failed; the transport's own status (e.g.
+    /// `OUT_OF_RANGE` for a message over the size limit) is passed on.
+    #[error("request stream: {}", .0.message())]
+    Stream(tonic::Status),
+    /// The server failed (storage, a bug): logged in full, reported to the
+    /// client as "`context`: internal error".
+    #[error("{context}: {message}")]
+    Internal {
+        context: &'static str,
+        message: String,
+    },
+}
+
+impl ServiceError {
+    pub fn internal(context: &'static str, e: impl std::fmt::Display) -> Self {
+        ServiceError::Internal {
+            context,
+            message: e.to_string(),
+        }
+    }
+
+    /// A runtime error about the client's input `context`, or a server
+    /// failure if the runtime says it was not the caller's fault.
+    pub fn input(context: impl Into<String>, source: blindfold_runtime::Error) -> Self {
+        match source {
+            blindfold_runtime::Error::Cancelled => ServiceError::Cancelled,
+            e if e.is_caller_fault() => ServiceError::Input {
+                context: context.into(),
+                source: e,
+            },
+            e => ServiceError::internal("evaluation", e),
+        }
+    }
+}
+
+impl From<blindfold_runtime::Error> for ServiceError {
+    fn from(e: blindfold_runtime::Error) -> Self {
+        ServiceError::input("request", e)
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::internal("key store", e)
+    }
+}
+
+impl From<crate::ledger::LedgerError> for ServiceError {
+    fn from(e: crate::ledger::LedgerError) -> Self {
+        ServiceError::internal("budget ledger", e)
+    }
+}
+
+impl From<crate::pool::PoolError> for ServiceError {
+    fn from(e: crate::pool::PoolError) -> Self {
+        use crate::pool::PoolError;
+        match e {
+            PoolError::QueueFull(_) => ServiceError::ResourceExhausted(e.to_string()),
+            PoolError::Closed => ServiceError::Unavailable(e.to_string()),
+            PoolError::Panicked => ServiceError::internal("compute pool", e),
+        }
+    }
+}
+
+impl From<ServiceError> for tonic::Status {
+    fn from(e: ServiceError) -> Self {
+        use tonic::Status;
+        match e {
+            ServiceError::Unauthenticated(m) => Status::unauthenticated(m),
+            ServiceError::NotFound(m) => Status::not_found(m),
+            ServiceError::InvalidArgument(m) => Status::invalid_argument(m),
+            e @ ServiceError::Input { .. } => Status::invalid_argument(e.to_string()),
+            ServiceError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ServiceError::PermissionDenied(m) => Status::permission_denied(m),
+            ServiceError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
+            ServiceError::Cancelled => Status::cancelled("evaluation cancelled"),
+            ServiceError::Unavailable(m) => Status::unavailable(m),
+            ServiceError::Stream(status) => status,
+            ServiceError::Internal { context, message } => {
+                tracing::error!(context, error = %message, "internal error");
+                Status::internal(format!("{context}: internal error"))
+            }
+        }
+    }
+}

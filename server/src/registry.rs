@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use blindfold_proto::v1;
+use blindfold_runtime::answer::Responder;
 use blindfold_runtime::circuit::{Circuit, OutputKind};
 use blindfold_runtime::data::Preprocessing;
-use blindfold_runtime::eval::fhe::LookupTables;
 use blindfold_runtime::harden::{Aggregate, Hardened, NoiseKind, OutputMode, Policy};
+use blindfold_runtime::program::Cost;
 use sha2::{Digest, Sha256};
 
 use crate::config::{ModelEntry, DEFAULT_DELTA};
@@ -20,10 +21,13 @@ pub struct Model {
     pub name: String,
     pub description: String,
     pub predict_clear: bool,
-    /// Members and policy.
-    pub hardened: Arc<Hardened>,
-    /// Each member's bootstrap tables, built once at load.
-    pub tables: Arc<Vec<LookupTables>>,
+    /// Members, policy, their program and its bootstrap tables (built
+    /// once at load).
+    pub responder: Arc<Responder>,
+    /// Bootstraps and keyswitches per answer.
+    pub cost: Cost,
+    /// Predicted probability that an answer has a failed bootstrap.
+    pub p_error: f64,
     pub budget: Limits,
     /// RDP (per order) one answer costs: `1/σ²` for PATE, else 0.
     pub rdp_per_answer: f64,
@@ -39,7 +43,7 @@ impl Model {
         let policy = entry
             .policy
             .policy()
-            .map_err(|m| err(blindfold_runtime::Error::Compile(format!("policy: {m}"))))?;
+            .map_err(|m| err(blindfold_runtime::Error::Policy(m)))?;
         let mut hasher = Sha256::new();
         let mut members = Vec::new();
         for path in entry.circuit_paths() {
@@ -48,7 +52,6 @@ impl Model {
             members.push(Circuit::from_json(&text).map_err(err)?);
         }
         hasher.update(serde_json::to_vec(&policy).unwrap_or_default());
-        let tables = members.iter().map(LookupTables::new).collect();
         let hardened = Hardened::new(&entry.name, members, policy).map_err(err)?;
         let dp = policy.aggregate == Aggregate::Votes
             && policy.noise.kind == NoiseKind::Gaussian
@@ -69,32 +72,49 @@ impl Model {
             if rdp_per_answer > 0.0
                 && blindfold_runtime::dp::max_answers(policy.noise.scale, eps, delta, 0.0) == 0
             {
-                return Err(err(blindfold_runtime::Error::Compile(format!(
+                return Err(err(blindfold_runtime::Error::Policy(format!(
                     "an epsilon budget of {eps} at delta {delta:e} admits no answer: one GNMax answer at sigma {} already costs epsilon {:.3}",
                     policy.noise.scale,
                     blindfold_runtime::dp::epsilon(rdp_per_answer, delta)
                 ))));
             }
         }
+        let cost = hardened.cost();
+        let p_error = (hardened
+            .members
+            .iter()
+            .map(|m| m.report.p_fail_inference_worst)
+            .sum::<f64>()
+            + hardened.stage_failure_probability())
+        .min(1.0);
+        let responder = Responder::new(hardened);
+        // the accumulators of every table, once, shared by all keys
+        responder.fhe_tables();
         Ok(Self {
             name: entry.name.clone(),
             description: entry.description.clone(),
             predict_clear: entry.predict_clear,
             sha256: hasher.finalize().into(),
-            hardened: Arc::new(hardened),
-            tables: Arc::new(tables),
+            responder: Arc::new(responder),
+            cost,
+            p_error,
             budget,
             rdp_per_answer,
         })
     }
 
+    /// Members and policy.
+    pub fn hardened(&self) -> &Hardened {
+        self.responder.model()
+    }
+
     pub fn policy(&self) -> Policy {
-        self.hardened.policy
+        self.hardened().policy
     }
 
     pub fn policy_proto(&self) -> v1::Policy {
         let p = self.policy();
-        let cost = self.hardened.cost();
+        let cost = self.cost;
         let (output, scores_bits, top_k) = match p.output {
             OutputMode::Raw => (v1::OutputMode::Raw, 0, 0),
             OutputMode::Scores { bits } => (v1::OutputMode::Scores, bits, 0),
@@ -112,7 +132,7 @@ impl Model {
             } as i32,
             noise_scale: p.noise.scale,
             clamp_inputs: p.clamp_inputs,
-            members: self.hardened.members.len() as u32,
+            members: self.hardened().members.len() as u32,
             aggregate: match p.aggregate {
                 Aggregate::Logits => v1::Aggregate::Logits,
                 Aggregate::Votes => v1::Aggregate::Votes,
@@ -129,13 +149,13 @@ impl Model {
     }
 
     pub fn summary(&self) -> v1::ModelSummary {
-        let h = &self.hardened;
+        let h = self.hardened();
         v1::ModelSummary {
             name: self.name.clone(),
             description: self.description.clone(),
             parameter_set: h.params().name().to_string(),
             classes: h.classes() as u32,
-            bootstraps_per_inference: h.cost().bootstraps() as u32,
+            bootstraps_per_inference: self.cost.bootstraps() as u32,
             predict_clear_enabled: self.predict_clear,
             policy: Some(self.policy_proto()),
         }
@@ -144,9 +164,8 @@ impl Model {
     /// Everything a client needs, nothing it must not see (no weights, no
     /// tables).
     pub fn spec(&self) -> v1::ModelSpec {
-        let h = &self.hardened;
-        let c = h.client_spec();
-        let cost = h.cost();
+        let c = self.responder.spec();
+        let cost = self.cost;
         let preprocessing = match &c.input.preprocessing {
             Preprocessing::None => v1::preprocessing::Kind::None(v1::NoPreprocessing {}),
             Preprocessing::Standardize { mean, std } => {
@@ -156,12 +175,6 @@ impl Model {
                 })
             }
         };
-        let p_error: f64 = h
-            .members
-            .iter()
-            .map(|m| m.report.p_fail_inference_worst)
-            .sum::<f64>()
-            + h.stage_failure_probability();
         v1::ModelSpec {
             name: self.name.clone(),
             parameter_set: c.params.name().to_string(),
@@ -188,7 +201,7 @@ impl Model {
             }),
             bootstraps_per_inference: cost.bootstraps() as u32,
             keyswitches_per_inference: cost.keyswitches as u32,
-            predicted_p_error: p_error.min(1.0),
+            predicted_p_error: self.p_error,
             circuit_sha256: self.sha256.to_vec(),
             policy: Some(self.policy_proto()),
         }
@@ -204,11 +217,11 @@ impl Registry {
         let mut models = BTreeMap::new();
         for e in entries {
             let m = Model::load(e)?;
-            let cost = m.hardened.cost();
+            let cost = m.cost;
             tracing::info!(
                 model = %m.name,
-                params = m.hardened.params().short_name(),
-                members = m.hardened.members.len(),
+                params = m.hardened().params().short_name(),
+                members = m.hardened().members.len(),
                 policy = %m.policy().output,
                 noise = m.policy().noise.scale,
                 bootstraps = cost.bootstraps(),

@@ -18,16 +18,16 @@
 //! * `DEADLINE_EXCEEDED` — a key upload idle for too long;
 //! * `CANCELLED` — the evaluation was abandoned (client gone).
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blindfold_proto::v1;
-use blindfold_runtime::eval::fhe::{
-    self, Blob, CompressedEvaluationKey, EncryptedInput, EvalStats, EvaluationKey, PlanEvaluator,
-};
-use blindfold_runtime::harden::Answer;
+use blindfold_runtime::answer::{Query, Reply};
+use blindfold_runtime::ciphertext::EncryptedInput;
+use blindfold_runtime::eval::{fhe, EvalStats};
+use blindfold_runtime::keys::EvaluationKey;
 use blindfold_runtime::params::ParamSet;
+use blindfold_runtime::serial::Bytes;
 use rand_chacha::rand_core::{OsRng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use tokio::sync::Semaphore;
@@ -36,10 +36,10 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::auth::{self, Identity};
 use crate::cache::KeyCache;
 use crate::config::Limits;
-use crate::error::StoreError;
-use crate::ledger::{Ledger, LedgerError, Remaining};
+use crate::error::{ServiceError, StoreError};
+use crate::ledger::{Ledger, Remaining};
 use crate::metrics::Metrics;
-use crate::pool::{ComputePool, PoolError};
+use crate::pool::ComputePool;
 use crate::registry::{Model, Registry};
 use crate::store::{self, Commit, KeyRecord, KeyStore};
 
@@ -80,8 +80,9 @@ impl Rpc {
         }
     }
 
-    fn finish<T>(mut self, result: Result<T, Status>) -> Result<T, Status> {
+    fn finish<T>(mut self, result: Result<T, ServiceError>) -> Result<T, Status> {
         self.done = true;
+        let result = result.map_err(Status::from);
         let code = match &result {
             Ok(_) => Code::Ok,
             Err(s) => s.code(),
@@ -123,19 +124,6 @@ impl Drop for Rpc {
             self.record(Code::Cancelled, Some("caller went away"));
         }
     }
-}
-
-fn internal(context: &str, e: impl std::fmt::Display) -> Status {
-    tracing::error!(context, error = %e, "internal error");
-    Status::internal(format!("{context}: internal error"))
-}
-
-fn store_status(e: StoreError) -> Status {
-    internal("key store", e)
-}
-
-fn ledger_status(e: LedgerError) -> Status {
-    internal("budget ledger", e)
 }
 
 fn budget_proto(model: &str, r: &Remaining) -> v1::Budget {
@@ -182,7 +170,7 @@ impl Debit {
         match done {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "budget refund failed"),
-            Err(e) => tracing::error!(error = %e.message(), "budget refund failed"),
+            Err(e) => tracing::error!(error = %e, "budget refund failed"),
         }
     }
 }
@@ -212,86 +200,62 @@ impl Drop for Debit {
     }
 }
 
-fn pool_status(e: PoolError) -> Status {
-    match e {
-        PoolError::QueueFull(_) => Status::resource_exhausted(e.to_string()),
-        PoolError::Closed => Status::unavailable(e.to_string()),
-        PoolError::Panicked => Status::internal(e.to_string()),
-    }
-}
-
 /// Runs blocking work (SQLite, fsync, file i/o) off the async threads.
-async fn blocking<T, F>(f: F) -> Result<T, Status>
+async fn blocking<T, F>(f: F) -> Result<T, ServiceError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| internal("blocking task", e))
+        .map_err(|e| ServiceError::internal("blocking task", e))
 }
 
-/// Deserializes untrusted bytes; a panic inside a dependency's decoder is
-/// turned into an error instead of taking the worker down.
-fn parse<T: Blob>(bytes: &[u8], limit: u64) -> Result<T, String> {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| T::from_bytes(bytes, limit))) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("{}: malformed bytes", T::KIND)),
-    }
-}
-
-fn check_key_id(key_id: &str) -> Result<(), Status> {
+fn check_key_id(key_id: &str) -> Result<(), ServiceError> {
     if store::valid_key_id(key_id) {
         Ok(())
     } else {
-        Err(Status::invalid_argument(
-            "key_id must be 64 lowercase hex digits (the SHA-256 of the key)",
+        Err(ServiceError::InvalidArgument(
+            "key_id must be 64 lowercase hex digits (the SHA-256 of the key)".into(),
         ))
     }
 }
 
-/// Reads, checks and decompresses a stored key (compute pool).
-fn load_key(path: &std::path::Path, params: ParamSet, limit: u64) -> Result<EvaluationKey, String> {
-    let bytes =
-        blindfold_runtime::data::read_bytes_limited(path, limit).map_err(|e| e.to_string())?;
-    verify_key(&bytes, params, limit)
+/// Reads a stored key, checks it and decompresses it (compute pool).
+fn load_key(
+    path: &std::path::Path,
+    params: ParamSet,
+    limit: u64,
+) -> blindfold_runtime::Result<EvaluationKey> {
+    let bytes = blindfold_runtime::data::read_bytes_limited(path, limit)?;
+    EvaluationKey::from_stored(&bytes, params, limit)
 }
 
-/// Parses a compressed key, checks it against `params`, decompresses it.
-fn verify_key(bytes: &[u8], params: ParamSet, limit: u64) -> Result<EvaluationKey, String> {
-    let key: CompressedEvaluationKey = parse(bytes, limit)?;
-    if key.params != params {
-        return Err(format!(
-            "the key is for {}, the upload declared {}",
-            key.params.name(),
-            params.name()
-        ));
-    }
-    match std::panic::catch_unwind(AssertUnwindSafe(|| key.check_conformance())) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err("evaluation key: malformed".into()),
-    }
-    Ok(key.decompress())
+/// Parses, checks and decompresses an uploaded key (compute pool).
+fn verify_upload(
+    path: &std::path::Path,
+    params: ParamSet,
+    limit: u64,
+) -> blindfold_runtime::Result<EvaluationKey> {
+    let bytes = blindfold_runtime::data::read_bytes_limited(path, limit)?;
+    EvaluationKey::from_upload(&bytes, params, limit)
 }
 
 impl Service {
-    fn model(&self, name: &str) -> Result<Arc<Model>, Status> {
-        self.0
-            .registry
-            .get(name)
-            .ok_or_else(|| Status::not_found(format!("no model named {name:?} is served here")))
+    fn model(&self, name: &str) -> Result<Arc<Model>, ServiceError> {
+        self.0.registry.get(name).ok_or_else(|| {
+            ServiceError::NotFound(format!("no model named {name:?} is served here"))
+        })
     }
 
     /// Runs a key-store operation (SQLite, fsync) off the async threads.
-    async fn store<T, F>(&self, f: F) -> Result<T, Status>
+    async fn store<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         T: Send + 'static,
         F: FnOnce(&KeyStore) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.0.store.clone();
-        blocking(move || f(&store)).await?.map_err(store_status)
+        Ok(blocking(move || f(&store)).await??)
     }
 
     /// Debits `answers` answers from the caller's budget for `model`
@@ -302,7 +266,7 @@ impl Service {
         identity: &Identity,
         model: &Model,
         answers: u64,
-    ) -> Result<(Debit, v1::Budget), Status> {
+    ) -> Result<(Debit, v1::Budget), ServiceError> {
         let ledger = self.0.ledger.clone();
         let (who, name, limits, rdp) = (
             identity.0.to_string(),
@@ -310,9 +274,7 @@ impl Service {
             model.budget,
             model.rdp_per_answer,
         );
-        let outcome = blocking(move || ledger.debit(&who, &name, answers, rdp, &limits))
-            .await?
-            .map_err(ledger_status)?;
+        let outcome = blocking(move || ledger.debit(&who, &name, answers, rdp, &limits)).await??;
         match outcome {
             Ok(remaining) => Ok((
                 Debit {
@@ -325,18 +287,22 @@ impl Service {
                 },
                 budget_proto(&model.name, &remaining),
             )),
-            Err(exhausted) => Err(Status::resource_exhausted(format!(
+            Err(exhausted) => Err(ServiceError::ResourceExhausted(format!(
                 "model {}: {exhausted}",
                 model.name
             ))),
         }
     }
 
-    async fn key_record(&self, identity: &Identity, key_id: &str) -> Result<KeyRecord, Status> {
+    async fn key_record(
+        &self,
+        identity: &Identity,
+        key_id: &str,
+    ) -> Result<KeyRecord, ServiceError> {
         check_key_id(key_id)?;
         let (who, id) = (identity.0.clone(), key_id.to_string());
         self.store(move |s| s.get(&who, &id)).await?.ok_or_else(|| {
-            Status::not_found(format!(
+            ServiceError::NotFound(format!(
                 "key {key_id} is not registered for this identity; register it first"
             ))
         })
@@ -344,7 +310,7 @@ impl Service {
 
     /// The decompressed key, from the cache or loaded from disk (once, even
     /// under concurrent requests).
-    async fn evaluation_key(&self, record: &KeyRecord) -> Result<Arc<EvaluationKey>, Status> {
+    async fn evaluation_key(&self, record: &KeyRecord) -> Result<Arc<EvaluationKey>, ServiceError> {
         let state = &self.0;
         if let Some(k) = state.cache.get(&record.key_id) {
             return Ok(k);
@@ -355,16 +321,15 @@ impl Service {
             return Ok(k);
         }
         let params = ParamSet::from_name(&record.parameter_set)
-            .ok_or_else(|| internal("key store", "unknown stored parameter set"))?;
+            .ok_or_else(|| ServiceError::internal("key store", "unknown stored parameter set"))?;
         let path = state.store.blob_path(&record.key_id);
         let limit = state.limits.max_key_bytes;
         let started = Instant::now();
         let (key, _) = state
             .pool
             .run(move |_| load_key(&path, params, limit))
-            .await
-            .map_err(pool_status)?;
-        let key = Arc::new(key.map_err(|e| internal("loading a stored key", e))?);
+            .await?;
+        let key = Arc::new(key.map_err(|e| ServiceError::internal("loading a stored key", e))?);
         tracing::info!(
             ms = started.elapsed().as_secs_f64() * 1e3,
             bytes = key.memory_bytes(),
@@ -379,31 +344,33 @@ impl Service {
     async fn next_chunk(
         &self,
         stream: &mut Streaming<v1::RegisterKeyChunk>,
-    ) -> Result<Option<v1::RegisterKeyChunk>, Status> {
+    ) -> Result<Option<v1::RegisterKeyChunk>, ServiceError> {
         let idle = Duration::from_secs(self.0.limits.upload_idle_timeout_secs);
         match tokio::time::timeout(idle, stream.message()).await {
-            Err(_) => Err(Status::deadline_exceeded(format!(
+            Err(_) => Err(ServiceError::DeadlineExceeded(format!(
                 "no key chunk for {} s; upload aborted",
                 idle.as_secs()
             ))),
-            Ok(r) => r,
+            // the stream itself failed (the client's transport)
+            Ok(Err(status)) => Err(ServiceError::Stream(status)),
+            Ok(Ok(chunk)) => Ok(chunk),
         }
     }
 
     async fn register_key_inner(
         &self,
         request: Request<Streaming<v1::RegisterKeyChunk>>,
-    ) -> Result<v1::RegisterKeyResponse, Status> {
+    ) -> Result<v1::RegisterKeyResponse, ServiceError> {
         let state = &self.0;
         let limits = &state.limits;
         let identity = auth::identity(&request)?;
         let _slot = state.uploads.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted("too many key uploads in progress; retry later")
+            ServiceError::ResourceExhausted("too many key uploads in progress; retry later".into())
         })?;
         let who = identity.0.clone();
         let held = self.store(move |s| s.count(&who)).await?;
         if held >= limits.max_keys_per_client {
-            return Err(Status::resource_exhausted(format!(
+            return Err(ServiceError::ResourceExhausted(format!(
                 "this identity holds {held} keys, the limit; delete one first"
             )));
         }
@@ -411,21 +378,21 @@ impl Service {
         let first = self
             .next_chunk(&mut stream)
             .await?
-            .ok_or_else(|| Status::invalid_argument("empty key stream"))?;
+            .ok_or_else(|| ServiceError::InvalidArgument("empty key stream".into()))?;
         let params = ParamSet::from_name(&first.parameter_set).ok_or_else(|| {
-            Status::invalid_argument(format!(
+            ServiceError::InvalidArgument(format!(
                 "unknown parameter set {:?}",
                 truncate(&first.parameter_set)
             ))
         })?;
         let total = first.total_bytes;
         if total == 0 {
-            return Err(Status::invalid_argument(
-                "the first chunk must give total_bytes",
+            return Err(ServiceError::InvalidArgument(
+                "the first chunk must give total_bytes".into(),
             ));
         }
         if total > limits.max_key_bytes {
-            return Err(Status::resource_exhausted(format!(
+            return Err(ServiceError::ResourceExhausted(format!(
                 "a {total}-byte key exceeds the {}-byte limit",
                 limits.max_key_bytes
             )));
@@ -434,7 +401,7 @@ impl Service {
         let mut chunk = Some(first);
         while let Some(c) = chunk {
             if c.data.len() > limits.max_chunk_bytes {
-                return Err(Status::resource_exhausted(format!(
+                return Err(ServiceError::ResourceExhausted(format!(
                     "a {}-byte chunk exceeds the {}-byte limit",
                     c.data.len(),
                     limits.max_chunk_bytes
@@ -445,35 +412,31 @@ impl Service {
                 && ParamSet::from_name(&c.parameter_set) != Some(params))
                 || (c.total_bytes != 0 && c.total_bytes != total)
             {
-                return Err(Status::invalid_argument(
-                    "parameter_set and total_bytes may not change during an upload",
+                return Err(ServiceError::InvalidArgument(
+                    "parameter_set and total_bytes may not change during an upload".into(),
                 ));
             }
             if upload.received() + c.data.len() as u64 > total {
-                return Err(Status::invalid_argument(format!(
+                return Err(ServiceError::InvalidArgument(format!(
                     "the stream carries more than the declared {total} bytes"
                 )));
             }
             state.metrics.key_bytes_received(c.data.len() as u64);
-            upload = blocking(move || upload.write(&c.data).map(|_| upload))
-                .await?
-                .map_err(store_status)?;
+            upload = blocking(move || upload.write(&c.data).map(|_| upload)).await??;
             chunk = self.next_chunk(&mut stream).await?;
         }
         if upload.received() != total {
-            return Err(Status::invalid_argument(format!(
+            return Err(ServiceError::InvalidArgument(format!(
                 "truncated key: received {} of the declared {total} bytes",
                 upload.received()
             )));
         }
-        let finished = blocking(move || upload.finish())
-            .await?
-            .map_err(store_status)?;
+        let finished = blocking(move || upload.finish()).await??;
         let key_id = finished.key_id.clone();
         let (who, id) = (identity.0.clone(), key_id.clone());
         if let Some(existing) = self.store(move |s| s.get(&who, &id)).await? {
             if existing.parameter_set != params.name() {
-                return Err(Status::invalid_argument(format!(
+                return Err(ServiceError::InvalidArgument(format!(
                     "these bytes are registered as a {} key, not {}",
                     existing.parameter_set,
                     params.name()
@@ -490,17 +453,16 @@ impl Service {
         let limit = limits.max_key_bytes;
         let (key, _) = state
             .pool
-            .run(move |_| load_key(&path, params, limit))
-            .await
-            .map_err(pool_status)?;
-        let key = Arc::new(key.map_err(Status::invalid_argument)?);
+            .run(move |_| verify_upload(&path, params, limit))
+            .await?;
+        let key = Arc::new(key.map_err(|e| ServiceError::input("key", e))?);
         let who = identity.0.clone();
         let max = limits.max_keys_per_client;
         let outcome = self
             .store(move |s| s.commit(&who, finished, params.name(), max))
             .await?;
         match outcome {
-            Commit::QuotaExceeded(n) => Err(Status::resource_exhausted(format!(
+            Commit::QuotaExceeded(n) => Err(ServiceError::ResourceExhausted(format!(
                 "this identity holds {n} keys, the limit; delete one first"
             ))),
             Commit::AlreadyRegistered | Commit::Registered => {
@@ -517,7 +479,7 @@ impl Service {
     async fn predict_inner(
         &self,
         request: Request<v1::PredictRequest>,
-    ) -> Result<v1::PredictResponse, Status> {
+    ) -> Result<v1::PredictResponse, ServiceError> {
         let state = &self.0;
         let limits = &state.limits;
         let identity = auth::identity(&request)?;
@@ -530,17 +492,16 @@ impl Service {
             .enumerate()
             .find(|(_, b)| b.len() > limits.max_ciphertext_bytes)
         {
-            return Err(Status::resource_exhausted(format!(
+            return Err(ServiceError::ResourceExhausted(format!(
                 "input {i} has {} bytes, over the {}-byte limit",
                 b.len(),
                 limits.max_ciphertext_bytes
             )));
         }
         let record = self.key_record(&identity, &r.key_id).await?;
-        let hardened = model.hardened.clone();
-        let params = hardened.params();
+        let params = model.hardened().params();
         if record.parameter_set != params.name() {
-            return Err(Status::failed_precondition(format!(
+            return Err(ServiceError::FailedPrecondition(format!(
                 "key {} is for {}, model {} uses {}",
                 r.key_id,
                 record.parameter_set,
@@ -549,59 +510,62 @@ impl Service {
             )));
         }
         let limit = limits.max_ciphertext_bytes as u64;
+        let program = model.hardened().program();
         let inputs = r
             .inputs
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let input: EncryptedInput = parse(b, limit)
-                    .map_err(|e| Status::invalid_argument(format!("input {i}: {e}")))?;
-                fhe::check_input(&hardened.members[0], &input)
-                    .map_err(|e| Status::invalid_argument(format!("input {i}: {e}")))?;
+                let input = EncryptedInput::from_bytes(b, limit)
+                    .and_then(|input| fhe::check_input(program, &input).map(|_| input))
+                    .map_err(|e| ServiceError::input(format!("input {i}"), e))?;
                 Ok(input)
             })
-            .collect::<Result<Vec<_>, Status>>()?;
+            .collect::<Result<Vec<_>, ServiceError>>()?;
         let key = self.evaluation_key(&record).await?;
         let count = inputs.len();
         // every check passed: pay before any work starts
         let (debit, budget) = self.debit(&identity, &model, count as u64).await?;
-        let tables = model.tables.clone();
+        let responder = model.responder.clone();
         let run = state
             .pool
             .run(move |cancel| {
-                let evaluator = PlanEvaluator::new(&hardened, &key, &tables)?;
-                let mut rng = ChaCha20Rng::from_rng(OsRng)
-                    .map_err(|e| blindfold_runtime::Error::Eval(format!("noise generator: {e}")))?;
+                let mut rng = ChaCha20Rng::from_rng(OsRng).map_err(|e| {
+                    blindfold_runtime::Error::Internal(format!("noise generator: {e}"))
+                })?;
                 let mut total = EvalStats::default();
                 let mut outputs = Vec::with_capacity(inputs.len());
                 for input in &inputs {
                     // fresh noise per answer, from the server's CSPRNG
-                    let noise = hardened.policy.noise.sample(hardened.noise_len(), &mut rng);
-                    let plan = hardened.plan(&noise);
-                    let (out, stats) =
-                        evaluator.evaluate(input, &plan, &|| cancel.is_cancelled())?;
-                    outputs.push(out.to_bytes()?);
+                    let (reply, stats) = responder.answer(
+                        Query::Encrypted { input, key: &key },
+                        &mut rng,
+                        &|| cancel.is_cancelled(),
+                    )?;
+                    match reply {
+                        Reply::Encrypted(out) => outputs.push(out.to_bytes()?),
+                        Reply::Clear { .. } => {
+                            return Err(blindfold_runtime::Error::Internal(
+                                "an encrypted query was answered in the clear".into(),
+                            ))
+                        }
+                    }
                     total.bootstraps += stats.bootstraps;
                     total.keyswitches += stats.keyswitches;
                     total.seconds += stats.seconds;
                 }
                 Ok::<_, blindfold_runtime::Error>((outputs, total))
             })
-            .await
-            .map_err(pool_status)
-            .and_then(|(result, waited)| {
-                result.map(|r| (r, waited)).map_err(|e| match e {
-                    blindfold_runtime::Error::Cancelled => {
-                        Status::cancelled("evaluation cancelled")
-                    }
-                    other => internal("evaluation", other),
-                })
-            });
+            .await;
         let ((outputs, stats), waited) = match run {
-            Ok(v) => v,
-            Err(status) => {
+            Ok((Ok(v), waited)) => (v, waited),
+            Ok((Err(e), _)) => {
                 debit.refund().await;
-                return Err(status);
+                return Err(ServiceError::input("evaluation", e));
+            }
+            Err(e) => {
+                debit.refund().await;
+                return Err(e.into());
             }
         };
         debit.keep();
@@ -626,26 +590,25 @@ impl Service {
     async fn predict_clear_inner(
         &self,
         request: Request<v1::PredictClearRequest>,
-    ) -> Result<v1::PredictClearResponse, Status> {
+    ) -> Result<v1::PredictClearResponse, ServiceError> {
         let identity = auth::identity(&request)?;
         let r = request.into_inner();
         let model = self.model(&r.model)?;
         if !model.predict_clear {
-            return Err(Status::permission_denied(format!(
+            return Err(ServiceError::PermissionDenied(format!(
                 "PredictClear is disabled for model {} by its owner",
                 model.name
             )));
         }
         check_batch(r.inputs.len(), self.0.limits.max_batch)?;
-        let hardened = &model.hardened;
-        let spec = &hardened.members[0].input;
+        let spec = &model.hardened().members[0].input;
         let quantized = r
             .inputs
             .iter()
             .enumerate()
             .map(|(i, f)| {
                 if f.values.len() != spec.len() {
-                    return Err(Status::invalid_argument(format!(
+                    return Err(ServiceError::InvalidArgument(format!(
                         "input {i} has {} features, model {} takes {}",
                         f.values.len(),
                         model.name,
@@ -653,54 +616,65 @@ impl Service {
                     )));
                 }
                 if f.values.iter().any(|v| !v.is_finite()) {
-                    return Err(Status::invalid_argument(format!(
+                    return Err(ServiceError::InvalidArgument(format!(
                         "input {i} has a non-finite feature"
                     )));
                 }
                 spec.quantize(&f.values)
-                    .map_err(|e| Status::invalid_argument(format!("input {i}: {e}")))
+                    .map_err(|e| ServiceError::input(format!("input {i}"), e))
             })
-            .collect::<Result<Vec<_>, Status>>()?;
-        // the same policy and the same budget as encrypted answers: the
-        // clear endpoint must not be a cheaper oracle
+            .collect::<Result<Vec<_>, ServiceError>>()?;
+        // the same policy, the same budget and the same compute queue as
+        // encrypted answers: the clear endpoint must not be a cheaper oracle
         let (debit, budget) = self
             .debit(&identity, &model, quantized.len() as u64)
             .await?;
-        let start = Instant::now();
-        let client_spec = hardened.client_spec();
-        let answered = ChaCha20Rng::from_rng(OsRng)
-            .map_err(|e| internal("noise generator", e))
-            .and_then(|mut rng| {
-                quantized
+        let responder = model.responder.clone();
+        let run = self
+            .0
+            .pool
+            .run(move |cancel| {
+                let start = Instant::now();
+                let mut rng = ChaCha20Rng::from_rng(OsRng).map_err(|e| {
+                    blindfold_runtime::Error::Internal(format!("noise generator: {e}"))
+                })?;
+                let predictions = quantized
                     .iter()
                     .map(|q| {
-                        let noise = hardened.policy.noise.sample(hardened.noise_len(), &mut rng);
-                        let plan = hardened.plan(&noise);
-                        let out = hardened
-                            .evaluate_clear(&plan, q)
-                            .map_err(|e| internal("clear evaluation", e))?;
-                        let a = Answer::decode(&client_spec, &out);
-                        Ok(v1::ClearPrediction {
-                            label: a.label as u32,
-                            logits: a.scores,
-                            labels: a.labels.iter().map(|l| *l as u32).collect(),
-                        })
+                        match responder
+                            .answer(Query::Clear(q), &mut rng, &|| cancel.is_cancelled())?
+                        {
+                            (Reply::Clear { answer: a, .. }, _) => Ok(v1::ClearPrediction {
+                                label: a.label as u32,
+                                logits: a.scores,
+                                labels: a.labels.iter().map(|l| *l as u32).collect(),
+                            }),
+                            (Reply::Encrypted(_), _) => Err(blindfold_runtime::Error::Internal(
+                                "a clear query was answered encrypted".into(),
+                            )),
+                        }
                     })
-                    .collect::<Result<Vec<_>, Status>>()
-            });
-        let predictions = match answered {
-            Ok(p) => p,
-            Err(status) => {
+                    .collect::<blindfold_runtime::Result<Vec<_>>>()?;
+                Ok::<_, blindfold_runtime::Error>((predictions, start.elapsed()))
+            })
+            .await;
+        let ((predictions, elapsed), waited) = match run {
+            Ok((Ok(v), waited)) => (v, waited),
+            Ok((Err(e), _)) => {
                 debit.refund().await;
-                return Err(status);
+                return Err(ServiceError::input("evaluation", e));
+            }
+            Err(e) => {
+                debit.refund().await;
+                return Err(e.into());
             }
         };
         debit.keep();
         Ok(v1::PredictClearResponse {
             predictions,
             timing: Some(v1::Timing {
-                evaluation_ms: start.elapsed().as_secs_f64() * 1e3,
-                queue_ms: 0.0,
+                evaluation_ms: elapsed.as_secs_f64() * 1e3,
+                queue_ms: waited.as_secs_f64() * 1e3,
                 bootstraps: 0,
                 keyswitches: 0,
             }),
@@ -711,24 +685,59 @@ impl Service {
     async fn get_budget_inner(
         &self,
         request: Request<v1::GetBudgetRequest>,
-    ) -> Result<v1::Budget, Status> {
+    ) -> Result<v1::Budget, ServiceError> {
         let identity = auth::identity(&request)?;
         let model = self.model(&request.get_ref().model)?;
         let ledger = self.0.ledger.clone();
         let (who, name, limits) = (identity.0.to_string(), model.name.clone(), model.budget);
-        let remaining = blocking(move || ledger.remaining(&who, &name, &limits))
-            .await?
-            .map_err(ledger_status)?;
+        let remaining = blocking(move || ledger.remaining(&who, &name, &limits)).await??;
         Ok(budget_proto(&model.name, &remaining))
+    }
+
+    async fn get_key_status_inner(
+        &self,
+        request: Request<v1::GetKeyStatusRequest>,
+    ) -> Result<v1::KeyStatus, ServiceError> {
+        let identity = auth::identity(&request)?;
+        let rec = self
+            .key_record(&identity, &request.get_ref().key_id)
+            .await?;
+        Ok(v1::KeyStatus {
+            cached: self.0.cache.contains(&rec.key_id),
+            key_id: rec.key_id,
+            parameter_set: rec.parameter_set,
+            bytes: rec.bytes,
+            registered_at: rec.registered_at,
+        })
+    }
+
+    async fn delete_key_inner(
+        &self,
+        request: Request<v1::DeleteKeyRequest>,
+    ) -> Result<v1::DeleteKeyResponse, ServiceError> {
+        let identity = auth::identity(&request)?;
+        let key_id = request.get_ref().key_id.clone();
+        check_key_id(&key_id)?;
+        let id = key_id.clone();
+        let (deleted, blob_gone) = self.store(move |s| s.delete(&identity.0, &id)).await?;
+        if !deleted {
+            return Err(ServiceError::NotFound(format!(
+                "key {key_id} is not registered for this identity"
+            )));
+        }
+        if blob_gone {
+            self.0.cache.remove(&key_id);
+        }
+        Ok(v1::DeleteKeyResponse {})
     }
 }
 
-fn check_batch(n: usize, max: usize) -> Result<(), Status> {
+fn check_batch(n: usize, max: usize) -> Result<(), ServiceError> {
     if n == 0 {
-        return Err(Status::invalid_argument("no inputs"));
+        return Err(ServiceError::InvalidArgument("no inputs".into()));
     }
     if n > max {
-        return Err(Status::invalid_argument(format!(
+        return Err(ServiceError::InvalidArgument(format!(
             "{n} inputs exceed the batch limit of {max}"
         )));
     }
@@ -778,20 +787,7 @@ impl v1::keys_server::Keys for Service {
         request: Request<v1::GetKeyStatusRequest>,
     ) -> Result<Response<v1::KeyStatus>, Status> {
         let rpc = Rpc::new(&self.0, "GetKeyStatus", &request);
-        let r = async {
-            let identity = auth::identity(&request)?;
-            let rec = self
-                .key_record(&identity, &request.get_ref().key_id)
-                .await?;
-            Ok(Response::new(v1::KeyStatus {
-                cached: self.0.cache.contains(&rec.key_id),
-                key_id: rec.key_id,
-                parameter_set: rec.parameter_set,
-                bytes: rec.bytes,
-                registered_at: rec.registered_at,
-            }))
-        }
-        .await;
+        let r = self.get_key_status_inner(request).await.map(Response::new);
         rpc.finish(r)
     }
 
@@ -800,23 +796,7 @@ impl v1::keys_server::Keys for Service {
         request: Request<v1::DeleteKeyRequest>,
     ) -> Result<Response<v1::DeleteKeyResponse>, Status> {
         let rpc = Rpc::new(&self.0, "DeleteKey", &request);
-        let r = async {
-            let identity = auth::identity(&request)?;
-            let key_id = request.get_ref().key_id.clone();
-            check_key_id(&key_id)?;
-            let id = key_id.clone();
-            let (deleted, blob_gone) = self.store(move |s| s.delete(&identity.0, &id)).await?;
-            if !deleted {
-                return Err(Status::not_found(format!(
-                    "key {key_id} is not registered for this identity"
-                )));
-            }
-            if blob_gone {
-                self.0.cache.remove(&key_id);
-            }
-            Ok(Response::new(v1::DeleteKeyResponse {}))
-        }
-        .await;
+        let r = self.delete_key_inner(request).await.map(Response::new);
         rpc.finish(r)
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use blindfold_client::{Blob, ClientKey, ConnectOptions, Remote};
+use blindfold_client::{Bytes, ClientKey, ConnectOptions, Remote};
 use blindfold_runtime::circuit::Circuit;
 use blindfold_server::{Config, Server, ServerError};
 use tokio::sync::oneshot;

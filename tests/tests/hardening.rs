@@ -9,7 +9,8 @@ use blindfold_client::crypto;
 use blindfold_client::{ClientError, Remote};
 use blindfold_proto::v1;
 use blindfold_runtime::circuit::OutputKind;
-use blindfold_runtime::harden::{Hardened, Noise, NoiseKind, OutputMode, Plan, Policy};
+use blindfold_runtime::harden::{Hardened, Noise, NoiseKind, OutputMode, Policy};
+use blindfold_runtime::program::TableSet;
 use blindfold_tests::*;
 use tonic::Code;
 
@@ -67,7 +68,7 @@ fn fast_under(name: &str, policy: Policy) -> Hardened {
 /// clear, on the quantized row.
 fn clear_label(h: &Hardened, x: &[f64]) -> (usize, Vec<i64>) {
     let q = fast_circuit().input.quantize(x).expect("quantize");
-    let plan = h.plan(&vec![0.0; h.noise_len()]);
+    let plan = h.tables(&vec![0.0; h.noise_len()]);
     let out = h.evaluate_clear(&plan, &q).expect("clear evaluation");
     (h.decode(&out).label, out)
 }
@@ -682,7 +683,7 @@ fn noisy_statistics(h: &Hardened, q: &[i64], clean: usize, trials: usize) -> (f6
                 scale * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
             })
             .collect();
-        let plan: Plan = h.plan(&noise);
+        let plan: TableSet = h.tables(&noise);
         let a = h.decode(&h.evaluate_clear(&plan, q).unwrap());
         top1 += usize::from(a.label == clean);
         *answers.entry(a.labels).or_default() += 1;

@@ -6,7 +6,7 @@
 //! `--fhe-samples` rows the same plans (same noise) on real ciphertexts:
 //! accuracy, agreement with the clear answer, bootstraps and latency. All
 //! policies of one model share the members' hidden layers per encrypted
-//! row ([`PlanEvaluator::evaluate_many`]); latency is measured separately,
+//! row (`eval::fhe::evaluate_shared`); latency is measured separately,
 //! one full evaluation per policy per row, on `--latency-samples` rows.
 //! Also prints the argmax bootstrap counts for 2, 10 and 100 classes.
 //!
@@ -20,11 +20,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 use blindfold_compiler::pipeline::{DataOverride, ModelBundle};
+use blindfold_runtime::answer::{Query, Reply, Responder};
 use blindfold_runtime::circuit::Circuit;
-use blindfold_runtime::eval::fhe::{ClientKey, LookupTables, PlanEvaluator};
+use blindfold_runtime::eval::fhe::{evaluate_shared, Fhe};
+use blindfold_runtime::eval::never;
 use blindfold_runtime::harden::{
     argmax_bootstraps, Aggregate, Answer, Hardened, Noise, NoiseKind, OutputMode, Policy,
 };
+use blindfold_runtime::keys::{ClientKey, EvaluationKey};
 use clap::Parser;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -90,8 +93,21 @@ struct Row {
 struct Case {
     name: String,
     model: Hardened,
-    tables: Vec<LookupTables>,
+    /// The model behind the answer protocol (its bootstrap tables built
+    /// on first encrypted use).
+    responder: Responder,
     rdp: Option<f64>,
+}
+
+impl Case {
+    fn new(name: String, model: Hardened, rdp: Option<f64>) -> Self {
+        Self {
+            name,
+            responder: Responder::new(model.clone()),
+            model,
+            rdp,
+        }
+    }
 }
 
 fn policy(output: OutputMode, sigma: f64) -> Policy {
@@ -145,12 +161,11 @@ fn main() -> anyhow::Result<()> {
     }
 
     let single = |name: &str, pol: Policy| -> anyhow::Result<Case> {
-        Ok(Case {
-            name: name.to_string(),
-            model: Hardened::new("digits-mlp", vec![r1.clone()], pol)?,
-            tables: vec![LookupTables::new(&r1)],
-            rdp: None,
-        })
+        Ok(Case::new(
+            name.to_string(),
+            Hardened::new("digits-mlp", vec![r1.clone()], pol)?,
+            None,
+        ))
     };
     let mut cases = vec![
         single("raw", policy(OutputMode::Raw, 0.0))?,
@@ -182,12 +197,11 @@ fn main() -> anyhow::Result<()> {
             aggregate: Aggregate::Votes,
             ..policy(OutputMode::Label, *sigma)
         };
-        cases.push(Case {
-            name: format!("PATE {} teachers, GNMax σ={sigma}", teachers.len()),
-            model: Hardened::new("digits-pate", teachers.clone(), pol)?,
-            tables: teachers.iter().map(LookupTables::new).collect(),
-            rdp: Some(blindfold_runtime::dp::gnmax_rdp_per_order(*sigma)),
-        });
+        cases.push(Case::new(
+            format!("PATE {} teachers, GNMax σ={sigma}", teachers.len()),
+            Hardened::new("digits-pate", teachers.clone(), pol)?,
+            Some(blindfold_runtime::dp::gnmax_rdp_per_order(*sigma)),
+        ));
     }
 
     // noise: one draw per (case, row), the same on both paths
@@ -198,7 +212,7 @@ fn main() -> anyhow::Result<()> {
             (0..rows.len())
                 .map(|_| {
                     let noise = c.model.policy.noise.sample(c.model.noise_len(), &mut rng);
-                    c.model.plan(&noise)
+                    c.model.tables(&noise)
                 })
                 .collect()
         })
@@ -242,7 +256,7 @@ fn main() -> anyhow::Result<()> {
 
     if args.fhe_samples > 0 {
         // one key per parameter set
-        let mut keys: Vec<(ClientKey, blindfold_runtime::eval::fhe::EvaluationKey)> = Vec::new();
+        let mut keys: Vec<(ClientKey, EvaluationKey)> = Vec::new();
         let n = args.fhe_samples.min(rows.len());
         // group cases by (members, clamp) so hidden layers are shared
         let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -274,19 +288,21 @@ fn main() -> anyhow::Result<()> {
             };
             let (ck, ek) = &keys[k];
             let spec = head.model.client_spec();
-            let eval = PlanEvaluator::new(&head.model, ek, &head.tables)?;
-            let evals: Vec<PlanEvaluator> = g
-                .iter()
-                .map(|i| PlanEvaluator::new(&cases[*i].model, ek, &cases[*i].tables))
-                .collect::<Result<_, _>>()?;
             let started = Instant::now();
             for r in 0..n {
                 let q = head.model.members[0].input.quantize(&rows[r])?;
                 let ct = ck.encrypt(&spec, &q)?;
-                let group_plans: Vec<_> = g.iter().map(|i| &plans[*i][r]).collect();
-                // members and clamp agree within the group: one evaluator
-                // runs every policy's plan on the shared hidden layers
-                let outs = eval.evaluate_many(&ct, &group_plans, &|| false)?;
+                let runs: Vec<_> = g
+                    .iter()
+                    .map(|i| (cases[*i].model.program(), &plans[*i][r]))
+                    .collect();
+                // members and clamp agree within the group: the hidden
+                // layers every policy's program shares run once
+                let backend = Fhe::for_programs(
+                    ek,
+                    g.iter().map(|i| cases[*i].responder.fhe_tables()).collect(),
+                )?;
+                let outs = evaluate_shared(&runs, &backend, &ct, &never)?;
                 for (i, (out, _)) in g.iter().zip(outs) {
                     let c = &cases[*i];
                     let dec = ck.decrypt(&c.model.client_spec(), &out)?;
@@ -306,14 +322,22 @@ fn main() -> anyhow::Result<()> {
                     );
                 }
             }
-            // latency: full evaluations, one policy at a time
-            for (i, ev) in g.iter().zip(&evals) {
+            // latency: full answers through the answer protocol, one policy at a time
+            for i in g {
                 let mut times = Vec::new();
                 for r in 0..args.latency_samples.min(n) {
                     let q = cases[*i].model.members[0].input.quantize(&rows[r])?;
                     let ct = ck.encrypt(&spec, &q)?;
                     let t = Instant::now();
-                    let (_, stats) = ev.evaluate(&ct, &plans[*i][r], &|| false)?;
+                    let (reply, stats) = cases[*i].responder.answer_with(
+                        Query::Encrypted {
+                            input: &ct,
+                            key: ek,
+                        },
+                        &plans[*i][r],
+                        &never,
+                    )?;
+                    anyhow::ensure!(matches!(reply, Reply::Encrypted(_)));
                     times.push(t.elapsed().as_secs_f64() * 1e3);
                     anyhow::ensure!(stats.bootstraps == results[*i].bootstraps);
                 }

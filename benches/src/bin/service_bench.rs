@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use blindfold_client::crypto;
 use blindfold_client::keys::KeyDir;
-use blindfold_client::{Blob, ConnectOptions, Remote};
+use blindfold_client::{Bytes, ConnectOptions, Remote};
 
 #[derive(Parser)]
 struct Args {

@@ -9,6 +9,8 @@ use crate::manifest::Manifest;
 use crate::quant::{lower, quantize, LinearNet, QuantizedNet};
 use crate::{Error, Result};
 use blindfold_runtime::data::{Dataset, Preprocessing, RowRange};
+use blindfold_runtime::eval::clear::run_program;
+use blindfold_runtime::program::{Program, TableSet};
 
 /// A model with the data it is calibrated and evaluated on.
 #[derive(Clone, Debug)]
@@ -167,10 +169,11 @@ pub fn circuit_accuracy(
     rows: &[Vec<f64>],
     labels: &[usize],
 ) -> Result<(usize, usize)> {
+    let program = Program::from_circuit(circuit)?;
     let mut correct = 0;
     for (raw, label) in rows.iter().zip(labels) {
         let q = circuit.input.quantize(raw)?;
-        let out = blindfold_runtime::eval::clear::evaluate(circuit, &q)?;
+        let out = run_program(&program, &TableSet::default(), &q)?;
         if circuit.predict_class(&out) == *label {
             correct += 1;
         }
@@ -193,6 +196,7 @@ pub struct Fidelity {
 pub fn fidelity(bundle: &ModelBundle, circuit: &Circuit, rows: RowRange) -> Result<Fidelity> {
     let (raw, labels) = bundle.dataset.rows(rows)?;
     let (pre, _) = bundle.rows(rows)?;
+    let program = Program::from_circuit(circuit)?;
     let (mut ok, mut fok, mut kl) = (0usize, 0usize, 0.0);
     for ((r, x), label) in raw.iter().zip(&pre).zip(&labels) {
         let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
@@ -203,7 +207,7 @@ pub fn fidelity(bundle: &ModelBundle, circuit: &Circuit, rows: RowRange) -> Resu
             .map(|v| *v as f64)
             .collect();
         let q = circuit.input.quantize(r)?;
-        let ql = circuit.decode_output(&blindfold_runtime::eval::clear::evaluate(circuit, &q)?);
+        let ql = circuit.decode_output(&run_program(&program, &TableSet::default(), &q)?);
         ok += usize::from(blindfold_runtime::data::argmax(&ql) == *label);
         fok += usize::from(blindfold_runtime::data::argmax(&fl) == *label);
         let lp = blindfold_runtime::data::log_softmax(&fl);

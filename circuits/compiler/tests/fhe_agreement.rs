@@ -4,11 +4,13 @@
 use blindfold_compiler::compile::{Circuit, CompileOptions};
 use blindfold_compiler::pipeline::{compile_bundle, DataOverride, ModelBundle};
 use blindfold_compiler::quant::QuantConfig;
-use blindfold_runtime::eval::clear;
-use blindfold_runtime::eval::fhe::{
-    Blob, ClientKey, CompressedEvaluationKey, EncryptedInput, FheEvaluator,
-};
+use blindfold_runtime::ciphertext::EncryptedInput;
+use blindfold_runtime::eval::fhe::{evaluate, Fhe, FheTables};
+use blindfold_runtime::eval::{clear, never};
+use blindfold_runtime::keys::{ClientKey, CompressedEvaluationKey};
 use blindfold_runtime::params::ParamSet;
+use blindfold_runtime::program::{Program, TableSet};
+use blindfold_runtime::serial::{Bytes, Conformant};
 
 fn repo(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -32,12 +34,14 @@ fn digits_mlp(params: ParamSet, quant: QuantConfig) -> (ModelBundle, Circuit) {
 fn assert_fhe_matches_clear(circuit: &Circuit, inputs: &[Vec<i64>]) {
     let ck = ClientKey::generate(circuit.params);
     let ek = ck.evaluation_key().decompress();
-    let eval = FheEvaluator::new(circuit, &ek).unwrap();
+    let program = Program::from_circuit(circuit).unwrap();
+    let tables = FheTables::new(&program);
+    let backend = Fhe::new(&ek, &tables).unwrap();
     for q in inputs {
         let expected = clear::evaluate(circuit, q).unwrap();
-        let (out, stats) = eval
-            .evaluate(&ck.encrypt(&circuit.client_spec(), q).unwrap())
-            .unwrap();
+        let enc = ck.encrypt(&circuit.client_spec(), q).unwrap();
+        let (out, stats) =
+            evaluate(&program, &backend, &TableSet::default(), &enc, &never).unwrap();
         assert_eq!(stats.bootstraps, circuit.pbs_per_inference());
         assert_eq!(ck.decrypt(&circuit.client_spec(), &out).unwrap(), expected);
     }
@@ -59,9 +63,11 @@ fn digits_mlp_fhe_matches_clear() {
     let ek_bytes = ck.evaluation_key().to_bytes().unwrap();
     // what the server receives: bytes, size-limited and version-checked
     let ek = CompressedEvaluationKey::from_bytes(&ek_bytes, 1 << 30).unwrap();
-    ek.check_conformance().unwrap();
+    ek.check().unwrap();
     let ek = ek.decompress();
-    let eval = FheEvaluator::new(&circuit, &ek).unwrap();
+    let program = Program::from_circuit(&circuit).unwrap();
+    let tables = FheTables::new(&program);
+    let backend = Fhe::new(&ek, &tables).unwrap();
     let (rows, _) = bundle.dataset.rows(bundle.test).unwrap();
     let mut agree = 0;
     let n = 6;
@@ -70,7 +76,8 @@ fn digits_mlp_fhe_matches_clear() {
         let expected = clear::evaluate(&circuit, &q).unwrap();
         let enc = ck.encrypt(&circuit.client_spec(), &q).unwrap();
         let enc = EncryptedInput::from_bytes(&enc.to_bytes().unwrap(), 1 << 20).unwrap();
-        let (out, stats) = eval.evaluate(&enc).unwrap();
+        let (out, stats) =
+            evaluate(&program, &backend, &TableSet::default(), &enc, &never).unwrap();
         assert_eq!(stats.bootstraps, 42);
         assert_eq!(stats.keyswitches, 10);
         let got = ck.decrypt(&circuit.client_spec(), &out).unwrap();

@@ -202,7 +202,7 @@ impl ClientSpec {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Artifact(format!("client spec: {m}")));
         let n = self.params.polynomial_size() as u64;
-        if self.precision_bits == 0 || (1u64 << self.precision_bits) > n {
+        if self.precision_bits == 0 || 1u64.checked_shl(self.precision_bits).is_none_or(|w| w > n) {
             return bad(format!(
                 "precision {} bits out of range",
                 self.precision_bits
@@ -319,7 +319,7 @@ impl Circuit {
             ));
         }
         let n = self.params.polynomial_size() as u64;
-        if self.precision_bits == 0 || (1u64 << self.precision_bits) > n {
+        if self.precision_bits == 0 || 1u64.checked_shl(self.precision_bits).is_none_or(|w| w > n) {
             return bad(format!(
                 "precision {} bits does not fit a {}-coefficient lookup table",
                 self.precision_bits, n

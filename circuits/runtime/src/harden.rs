@@ -3,14 +3,14 @@
 //! nothing more than the policy allows.
 //!
 //! A served model ([`Hardened`]) is one circuit or an ensemble of circuits
-//! sharing one input encoding, plus a [`Policy`]. Per query the server
-//! samples the noise and builds a [`Plan`]: the members' output-layer tables
-//! (replaced by the policy's quantizers, noise folded in) and a list of
-//! stage operations, each a linear combination of earlier values optionally
-//! followed by one programmable bootstrap. The clear evaluator
-//! ([`Hardened::evaluate_clear`]) and the FHE evaluator
-//! ([`crate::eval::fhe::PlanEvaluator`]) execute the same plan, so with the
-//! same noise they give bit-identical answers.
+//! sharing one input encoding, plus a [`Policy`]. It lowers, once, to one
+//! [`Program`]: the input clamp, every member's layers (the output layers
+//! with the policy's quantizers as tables), the aggregation of members and
+//! the hardening stage, all as bootstrap nodes. Per query the server
+//! samples the noise and rewrites only the tables the noise touches
+//! ([`Hardened::tables`]); the clear and the FHE interpreter run the same
+//! program with the same tables, so with the same noise they give
+//! bit-identical answers.
 //!
 //! Encoding. Stage values are integers modulo `2^(p+1)` in units of
 //! `Δ = 2^(63-p)`, like hidden activations. Comparisons need the difference
@@ -39,253 +39,26 @@
 //! argmax, one-hot it (one bootstrap per class), sum the one-hots and
 //! re-quantize the noisy counts.
 
-use serde::{Deserialize, Serialize};
-
 use crate::circuit::{Circuit, ClientSpec, OutputKind};
-use crate::eval::clear::bootstrap_value;
+use crate::eval::clear::run_program;
 use crate::params::ParamSet;
+pub use crate::policy::{Aggregate, Noise, NoiseKind, OutputMode, Policy, Quantizer};
+use crate::program::{Cost, Expr, Program, ProgramBuilder, Role, Table, TableId, TableSet};
 use crate::{Error, Result};
 
-/// What an answer contains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "mode")]
-pub enum OutputMode {
-    /// The requantized logits (for the owner's own testing).
-    Raw,
-    /// Logits truncated by bootstrap to `bits` bits over the calibrated range.
-    Scores { bits: u32 },
-    /// The argmax only.
-    Label,
-    /// The `k` best labels, best first.
-    TopK { k: usize },
-}
+pub use crate::answer::Answer;
 
-impl std::fmt::Display for OutputMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            OutputMode::Raw => write!(f, "raw"),
-            OutputMode::Scores { bits } => write!(f, "scores ({bits} bits)"),
-            OutputMode::Label => write!(f, "label"),
-            OutputMode::TopK { k } => write!(f, "top-{k}"),
-        }
-    }
-}
-
-/// Noise distribution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NoiseKind {
-    None,
-    /// `scale` is the standard deviation.
-    Gaussian,
-    /// `scale` is the Laplace scale `b` (standard deviation `b·√2`).
-    Laplace,
-}
-
-/// Noise added per query to every class's logit (or vote count), in logit
-/// units (votes for vote ensembles).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Noise {
-    pub kind: NoiseKind,
-    pub scale: f64,
-}
-
-impl Noise {
-    pub const NONE: Noise = Noise {
-        kind: NoiseKind::None,
-        scale: 0.0,
-    };
-
-    pub fn is_none(&self) -> bool {
-        self.kind == NoiseKind::None || self.scale == 0.0
-    }
-
-    /// One sample per class from `rng` (the server passes a CSPRNG).
-    pub fn sample(&self, n: usize, rng: &mut dyn rand_core::RngCore) -> Vec<f64> {
-        // uniform in (0, 1): 53 random bits, never 0
-        let mut uniform = || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        match self.kind {
-            _ if self.is_none() => vec![0.0; n],
-            NoiseKind::None => vec![0.0; n],
-            NoiseKind::Gaussian => (0..n)
-                .map(|_| {
-                    // Box–Muller
-                    let (u1, u2) = (uniform(), uniform());
-                    self.scale * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-                })
-                .collect(),
-            NoiseKind::Laplace => (0..n)
-                .map(|_| {
-                    let u = uniform() - 0.5;
-                    -self.scale * u.signum() * (1.0 - 2.0 * u.abs()).ln()
-                })
-                .collect(),
-        }
-    }
-
-    /// Standard deviation of one sample.
-    pub fn std_dev(&self) -> f64 {
-        match self.kind {
-            _ if self.is_none() => 0.0,
-            NoiseKind::None => 0.0,
-            NoiseKind::Gaussian => self.scale,
-            NoiseKind::Laplace => self.scale * std::f64::consts::SQRT_2,
-        }
-    }
-}
-
-/// How ensemble members are combined.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Aggregate {
-    /// Sum of the members' (requantized) logits.
-    #[default]
-    Logits,
-    /// Sum of the members' one-hot votes (PATE).
-    Votes,
-}
-
-/// The owner's policy for one served model.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Policy {
-    pub output: OutputMode,
-    pub noise: Noise,
-    /// One bootstrap per encrypted input clamping it to its valid range.
-    pub clamp_inputs: bool,
-    pub aggregate: Aggregate,
-}
-
-impl Default for Policy {
-    /// Label only, no noise, no clamp.
-    fn default() -> Self {
-        Self {
-            output: OutputMode::Label,
-            noise: Noise::NONE,
-            clamp_inputs: false,
-            aggregate: Aggregate::Logits,
-        }
-    }
-}
-
-/// Affine quantizer with clamping: `level = clamp(round(x/step) + zp, lo, hi)`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Quantizer {
-    pub step: f64,
-    pub zero_point: i64,
-    pub lo: i64,
-    pub hi: i64,
-}
-
-impl Quantizer {
-    /// Maps `[min, max]` onto levels `[lo, hi]`.
-    fn over(min: f64, max: f64, lo: i64, hi: i64) -> Self {
-        let span = (max - min).max(1e-9);
-        let step = span / (hi - lo).max(1) as f64;
-        Self {
-            step,
-            zero_point: lo - (min / step).round() as i64,
-            lo,
-            hi,
-        }
-    }
-
-    pub fn level(&self, x: f64) -> i64 {
-        let l = (x / self.step).round();
-        if l.is_nan() {
-            return self.lo;
-        }
-        (l.clamp(-1e15, 1e15) as i64 + self.zero_point).clamp(self.lo, self.hi)
-    }
-
-    pub fn value(&self, level: i64) -> f64 {
-        self.step * (level - self.zero_point) as f64
-    }
-}
-
-/// A linear combination of earlier values, optionally bootstrapped.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Op {
-    /// `(value id, weight)`.
-    pub terms: Vec<(usize, i64)>,
-    /// Added in units of `Δ_p`.
-    pub constant: i64,
-    pub lookup: Option<Lookup>,
-    /// Bootstrap depth: lookups of one level run together.
-    pub level: usize,
-}
-
-/// A programmable bootstrap of the op's combination (a `2^p`-entry table,
-/// negacyclic beyond), output in units of `2^(63-out_bits)`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Lookup {
-    pub table: Vec<i64>,
-    pub out_bits: u32,
-}
-
-/// One query's program: everything after the members' hidden layers.
+/// A table an answer's noise rewrites: entries `Q(pre[m] + noise[class])`
+/// with the policy's final quantizer `Q`.
 #[derive(Clone, Debug)]
-pub struct Plan {
-    pub clamp_inputs: bool,
-    /// `[member][class]`: output-layer tables replacing the circuit's.
-    pub member_tables: Vec<Vec<Vec<i64>>>,
-    /// Output precision of the members' output layers.
-    pub member_out_bits: u32,
-    /// Value ids: member `e`, class `j` is `e·classes + j`; op `k` is
-    /// `members·classes + k`.
-    pub ops: Vec<Op>,
-    pub outputs: Vec<usize>,
-    pub output_bits: u32,
-    pub members: usize,
-    pub classes: usize,
+struct NoisyTable {
+    table: TableId,
+    class: usize,
+    pre: Vec<f64>,
 }
 
-impl Plan {
-    /// Value id of op `k`.
-    pub fn op_id(&self, k: usize) -> usize {
-        self.members * self.classes + k
-    }
-
-    /// Bootstraps the stage adds after the members' output layers.
-    pub fn stage_bootstraps(&self) -> usize {
-        self.ops.iter().filter(|o| o.lookup.is_some()).count()
-    }
-
-    /// Largest lookup level.
-    pub fn depth(&self) -> usize {
-        self.ops
-            .iter()
-            .filter(|o| o.lookup.is_some())
-            .map(|o| o.level)
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Whether value `id` is the output of a bootstrap (a member output or a
-    /// lookup op), not a linear combination: what circuit privacy requires
-    /// of everything the client decrypts.
-    pub fn is_bootstrap_output(&self, id: usize) -> bool {
-        let base = self.members * self.classes;
-        id < base || self.ops.get(id - base).is_some_and(|o| o.lookup.is_some())
-    }
-}
-
-/// Bootstrap counts of one served model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cost {
-    pub input_clamp: usize,
-    pub members: usize,
-    pub stage: usize,
-    pub keyswitches: usize,
-    pub depth: usize,
-}
-
-impl Cost {
-    pub fn bootstraps(&self) -> usize {
-        self.input_clamp + self.members + self.stage
-    }
-}
-
-/// A served model: member circuits, one policy, and the derived quantizers.
+/// A served model: member circuits, one policy, the derived quantizers,
+/// and the program they lower to.
 #[derive(Clone, Debug)]
 pub struct Hardened {
     pub name: String,
@@ -296,6 +69,9 @@ pub struct Hardened {
     /// The mode's quantizer, applied to the (noisy) logit or vote count.
     final_q: Quantizer,
     final_bits: u32,
+    /// Set by [`Hardened::new`].
+    program: Option<Program>,
+    noisy: Vec<NoisyTable>,
 }
 
 fn window_table(p: u32, f: impl Fn(i64) -> i64) -> Vec<i64> {
@@ -309,33 +85,61 @@ enum Lane {
     Val(usize),
 }
 
-struct Builder {
-    p: u32,
-    base: usize,
-    levels: Vec<usize>,
-    ops: Vec<Op>,
+/// A bootstrap of a stage step: its table and output precision.
+struct Lookup {
+    table: Vec<i64>,
+    out_bits: u32,
 }
 
-impl Builder {
-    fn level_of(&self, id: usize) -> usize {
-        self.levels[id]
+/// Builds a hardening stage on a program. Stage steps are symbols: a
+/// member output, a bootstrap (a program node) or a free linear step
+/// (folded into the nodes that read it). Ids: member `e`, class `j` is
+/// `e·classes + j`; later steps follow in order. Errors (bugs) are kept
+/// until [`Stage::values`] so the step code reads as the algorithm.
+struct Stage<'b> {
+    p: u32,
+    pb: &'b mut ProgramBuilder,
+    syms: Vec<Expr>,
+    error: Option<Error>,
+}
+
+impl Stage<'_> {
+    fn expr(&self, terms: &[(usize, i64)], constant: i64) -> Expr {
+        let mut e = Expr {
+            terms: Vec::new(),
+            constant: (constant as u64).wrapping_mul(self.pb.step()),
+        };
+        for (id, w) in terms {
+            e.add_scaled(&self.syms[*id], *w);
+        }
+        e
+    }
+
+    fn push_table(&mut self, terms: Vec<(usize, i64)>, constant: i64, table: TableId) -> usize {
+        let e = self.expr(&terms, constant);
+        let sym = match self.pb.node(e, table, Role::Stage) {
+            Ok(v) => Expr::value(v),
+            Err(err) => {
+                self.error.get_or_insert(err);
+                Expr::default()
+            }
+        };
+        self.syms.push(sym);
+        self.syms.len() - 1
     }
 
     fn push(&mut self, terms: Vec<(usize, i64)>, constant: i64, lookup: Option<Lookup>) -> usize {
-        let input = terms
-            .iter()
-            .map(|(id, _)| self.level_of(*id))
-            .max()
-            .unwrap_or(0);
-        let level = input + usize::from(lookup.is_some());
-        self.ops.push(Op {
-            terms,
-            constant,
-            lookup,
-            level,
-        });
-        self.levels.push(level);
-        self.base + self.ops.len() - 1
+        match lookup {
+            Some(l) => {
+                let table = self.pb.table(l.table, l.out_bits);
+                self.push_table(terms, constant, table)
+            }
+            None => {
+                let e = self.expr(&terms, constant);
+                self.syms.push(e);
+                self.syms.len() - 1
+            }
+        }
     }
 
     fn lookup(&mut self, terms: Vec<(usize, i64)>, constant: i64, table: Vec<i64>) -> usize {
@@ -358,6 +162,21 @@ impl Builder {
             }
         }
         (terms, c)
+    }
+
+    /// The program values of output symbols: each must be exactly one
+    /// bootstrap output (circuit privacy), never a linear combination.
+    fn values(self, ids: &[usize]) -> Result<Vec<usize>> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        ids.iter()
+            .map(|id| {
+                self.syms[*id].as_value().ok_or_else(|| {
+                    Error::Internal(format!("stage output {id} is not a bootstrap output"))
+                })
+            })
+            .collect()
     }
 
     /// Tournament argmax over values in comparison units `[0, 2^(p-1))`.
@@ -490,7 +309,7 @@ impl Hardened {
     /// Checks the members against each other and the policy against the
     /// encoding, and derives the quantizers.
     pub fn new(name: &str, members: Vec<Circuit>, policy: Policy) -> Result<Self> {
-        let bad = |m: String| Err(Error::Compile(format!("model {name}: {m}")));
+        let bad = |m: String| Err(Error::Policy(format!("model {name}: {m}")));
         let Some(first) = members.first() else {
             return bad("no circuits".into());
         };
@@ -638,14 +457,20 @@ impl Hardened {
                 )
             }
         };
-        Ok(Self {
+        let mut model = Self {
             name: name.to_string(),
             members,
             policy,
             member_q,
             final_q,
             final_bits,
-        })
+            program: None,
+            noisy: Vec::new(),
+        };
+        let (program, noisy) = model.lower()?;
+        model.program = Some(program);
+        model.noisy = noisy;
+        Ok(model)
     }
 
     pub fn params(&self) -> ParamSet {
@@ -672,6 +497,43 @@ impl Hardened {
     /// The quantizer the noisy logit (or vote count) goes through.
     pub fn final_quantizer(&self) -> Quantizer {
         self.final_q
+    }
+
+    /// The whole answer's computation (tables at zero noise).
+    pub fn program(&self) -> &Program {
+        match &self.program {
+            Some(p) => p,
+            None => unreachable!("Hardened::new lowers every model"),
+        }
+    }
+
+    /// The tables one answer replaces for the noise `noise` (one value per
+    /// class, logit or vote units). Empty when the policy adds no noise.
+    pub fn tables(&self, noise: &[f64]) -> TableSet {
+        if self.policy.noise.is_none() {
+            return TableSet::default();
+        }
+        let program = self.program();
+        TableSet::new(
+            self.noisy
+                .iter()
+                .map(|t| {
+                    let n = noise.get(t.class).copied().unwrap_or(0.0);
+                    (
+                        t.table,
+                        Table {
+                            entries: t.pre.iter().map(|x| self.final_q.level(x + n)).collect(),
+                            out_bits: program.tables[t.table].out_bits,
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Bootstrap and keyswitch counts per answer.
+    pub fn cost(&self) -> Cost {
+        self.program().cost()
     }
 
     /// What a client needs: the members' shared input encoding and the
@@ -701,51 +563,66 @@ impl Hardened {
         }
     }
 
-    /// Bootstrap and keyswitch counts per inference.
-    pub fn cost(&self) -> Cost {
-        let plan = self.plan(&vec![0.0; self.noise_len()]);
-        let members: usize = self.members.iter().map(|c| c.pbs_per_inference()).sum();
-        let input_clamp = if self.policy.clamp_inputs {
-            self.members[0].input.len()
-        } else {
-            0
-        };
-        let member_ks: usize = self
-            .members
-            .iter()
-            .map(|c| {
-                c.ks_per_inference()
-                    + if self.policy.clamp_inputs {
-                        c.layers[0].out_len
-                    } else {
-                        0
-                    }
-            })
-            .sum();
-        Cost {
-            input_clamp,
-            members,
-            stage: plan.stage_bootstraps(),
-            keyswitches: member_ks + plan.stage_bootstraps(),
-            depth: plan.depth(),
-        }
-    }
-
-    /// Builds one query's plan around the noise `noise` (one value per
-    /// class, logit or vote units; zeros for none).
-    pub fn plan(&self, noise: &[f64]) -> Plan {
+    /// Lowers the members and the policy to one program (tables at zero
+    /// noise) and lists the tables each answer's noise rewrites.
+    fn lower(&self) -> Result<(Program, Vec<NoisyTable>)> {
         let p = self.precision_bits();
         let classes = self.classes();
         let e = self.members.len();
-        let nz = |j: usize| noise.get(j).copied().unwrap_or(0.0);
+        let first = &self.members[0];
         let logit_of = |c: &Circuit, y: i64| c.output_scale * (y - c.output_zero_point) as f64;
         let final_q = self.final_q;
-        let mut b = Builder {
-            p,
-            base: e * classes,
-            levels: vec![0; e * classes],
-            ops: Vec::new(),
+        let noisy_policy = !self.policy.noise.is_none();
+        let mut pb = ProgramBuilder::new(first.params, p, first.input.len());
+        let mut noisy: Vec<NoisyTable> = Vec::new();
+        // a table the noise rewrites per answer (an id of its own), or a
+        // shared one when the policy adds no noise
+        let mut noise_table = |pb: &mut ProgramBuilder, pre: Vec<f64>, bits: u32, class: usize| {
+            let entries = pre.iter().map(|x| final_q.level(*x)).collect();
+            if noisy_policy {
+                let table = pb.unique_table(entries, bits);
+                noisy.push(NoisyTable { table, class, pre });
+                table
+            } else {
+                pb.table(entries, bits)
+            }
         };
+        // the input clamp: one bootstrap per input (fresh small-key
+        // ciphertexts, no keyswitch) through a half-step table, re-centred
+        // by a constant the first layer's dot products absorb
+        let n_in = first.input.len();
+        let inputs: Vec<Expr> = if self.policy.clamp_inputs {
+            let bits = first.input.bits;
+            let t = pb.table(clamp_table(bits, p), p + 1);
+            let shift = ((1u64 << bits) - 1).wrapping_mul(1u64 << (63 - (p + 1)));
+            (0..n_in)
+                .map(|i| {
+                    let v = pb.node(Expr::value(i), t, Role::Clamp { input: i })?;
+                    Ok(Expr {
+                        terms: vec![(v, 1)],
+                        constant: shift,
+                    })
+                })
+                .collect::<Result<_>>()?
+        } else {
+            (0..n_in).map(Expr::value).collect()
+        };
+        // every member's hidden layers first (what all policies and noise
+        // draws share), then the output layers with the policy's tables
+        let mut hidden = Vec::with_capacity(e);
+        for (m, c) in self.members.iter().enumerate() {
+            let mut current = inputs.clone();
+            for (l, layer) in c.layers[..c.layers.len() - 1].iter().enumerate() {
+                let tables: Vec<TableId> =
+                    layer.lut.iter().map(|t| pb.table(t.clone(), p)).collect();
+                current = pb
+                    .layer(layer, &current, &tables, m, l)?
+                    .into_iter()
+                    .map(Expr::value)
+                    .collect();
+            }
+            hidden.push(current);
+        }
         // Ensemble member outputs that feed the stage are centred: a table holds
         // `level - c` with `c` the middle of the level range, so that the
         // negacyclic image `-(level - c)` of an out-of-window accumulator
@@ -754,126 +631,123 @@ impl Hardened {
         // such an input could drive the tournament out of its range and
         // decrypt to a label that is no class.
         let centre = |q: &Quantizer| (q.lo + q.hi) / 2;
-        let (member_tables, member_out_bits, aggregated): (Vec<Vec<Vec<i64>>>, u32, Vec<usize>) =
-            match self.member_q {
-                None => {
-                    // one member: noise and the mode's quantizer in its output layer
-                    let c = &self.members[0];
-                    let out = &c.layers[c.layers.len() - 1];
-                    let compared = matches!(
-                        self.policy.output,
-                        OutputMode::Label | OutputMode::TopK { .. }
-                    );
-                    let tables = out
-                        .lut
-                        .iter()
-                        .enumerate()
-                        .map(|(j, t)| {
-                            t.iter()
-                                .map(|y| final_q.level(logit_of(c, *y) + nz(j)))
-                                .collect()
-                        })
-                        .collect();
-                    // Compared values: an out-of-window accumulator comes
-                    // out negated (below every level); one bootstrap per
-                    // class floors it at 0, under every in-window level
-                    // (≥ 1), so the label is the raw logits' argmax for
-                    // every input and the tournament stays in range.
-                    let half = 1i64 << (p - 1);
-                    let ids = if compared {
-                        (0..classes)
-                            .map(|j| {
-                                b.lookup(vec![(j, 1)], half, window_table(p, |x| (x - half).max(0)))
-                            })
-                            .collect()
-                    } else {
-                        (0..classes).collect()
-                    };
-                    (vec![tables], self.final_bits, ids)
-                }
+        let mut member_outputs = Vec::with_capacity(e * classes);
+        for (m, (c, h)) in self.members.iter().zip(&hidden).enumerate() {
+            let last = c.layers.len() - 1;
+            let out = &c.layers[last];
+            let tables: Vec<TableId> = match self.member_q {
+                // one member: noise and the mode's quantizer in its output layer
+                None => out
+                    .lut
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| {
+                        let pre = t.iter().map(|y| logit_of(c, *y)).collect();
+                        noise_table(&mut pb, pre, self.final_bits, j)
+                    })
+                    .collect(),
                 Some(mq) => {
                     let shift = centre(&mq);
-                    let tables: Vec<Vec<Vec<i64>>> = self
-                        .members
+                    out.lut
                         .iter()
-                        .map(|c| {
-                            let out = &c.layers[c.layers.len() - 1];
-                            out.lut
-                                .iter()
-                                .map(|t| {
-                                    t.iter()
-                                        .map(|y| mq.level(logit_of(c, *y)) - shift)
-                                        .collect()
-                                })
-                                .collect()
+                        .map(|t| {
+                            let entries = t.iter().map(|y| mq.level(logit_of(c, *y)) - shift);
+                            pb.table(entries.collect(), p)
                         })
-                        .collect();
-                    let sums: Vec<usize> = if self.votes() {
-                        // each member's argmax, one-hot, summed
-                        let mut onehots = vec![Vec::new(); classes];
-                        for m in 0..e {
-                            let vals: Vec<usize> = (0..classes)
-                                .map(|j| b.linear(vec![(m * classes + j, 1)], shift))
-                                .collect();
-                            let digits = b.argmax(&vals);
-                            let idx = b.index_value(&digits);
-                            for (j, oh) in onehots.iter_mut().enumerate() {
-                                let j = j as i64;
-                                oh.push(b.lookup(
-                                    vec![(idx, 1)],
-                                    0,
-                                    window_table(p, |x| i64::from(x == j)),
-                                ));
-                            }
+                        .collect()
+                }
+            };
+            member_outputs.extend(pb.layer(out, h, &tables, m, last)?);
+        }
+        let mut b = Stage {
+            p,
+            pb: &mut pb,
+            syms: member_outputs.iter().map(|v| Expr::value(*v)).collect(),
+            error: None,
+        };
+        let aggregated: Vec<usize> = match self.member_q {
+            None => {
+                let compared = matches!(
+                    self.policy.output,
+                    OutputMode::Label | OutputMode::TopK { .. }
+                );
+                // Compared values: an out-of-window accumulator comes
+                // out negated (below every level); one bootstrap per
+                // class floors it at 0, under every in-window level
+                // (≥ 1), so the label is the raw logits' argmax for
+                // every input and the tournament stays in range.
+                let half = 1i64 << (p - 1);
+                if compared {
+                    (0..classes)
+                        .map(|j| {
+                            b.lookup(vec![(j, 1)], half, window_table(p, |x| (x - half).max(0)))
+                        })
+                        .collect()
+                } else {
+                    (0..classes).collect()
+                }
+            }
+            Some(mq) => {
+                let shift = centre(&mq);
+                let sums: Vec<usize> = if self.votes() {
+                    // each member's argmax, one-hot, summed
+                    let mut onehots = vec![Vec::new(); classes];
+                    for m in 0..e {
+                        let vals: Vec<usize> = (0..classes)
+                            .map(|j| b.linear(vec![(m * classes + j, 1)], shift))
+                            .collect();
+                        let digits = b.argmax(&vals);
+                        let idx = b.index_value(&digits);
+                        for (j, oh) in onehots.iter_mut().enumerate() {
+                            let j = j as i64;
+                            oh.push(b.lookup(
+                                vec![(idx, 1)],
+                                0,
+                                window_table(p, |x| i64::from(x == j)),
+                            ));
                         }
-                        onehots
-                            .into_iter()
-                            .map(|ids| b.linear(ids.into_iter().map(|i| (i, 1)).collect(), 0))
-                            .collect()
-                    } else {
-                        (0..classes)
-                            .map(|j| {
-                                b.linear(
-                                    (0..e).map(|m| (m * classes + j, 1)).collect(),
-                                    shift * e as i64,
-                                )
-                            })
-                            .collect()
-                    };
-                    let ef = e as f64;
-                    let agg_bits = if matches!(self.policy.output, OutputMode::Raw)
-                        || matches!(self.policy.output, OutputMode::Scores { .. })
-                    {
-                        self.final_bits
-                    } else {
-                        p
-                    };
-                    let votes = self.votes();
-                    let agg: Vec<usize> = sums
+                    }
+                    onehots
                         .into_iter()
-                        .enumerate()
-                        .map(|(j, s)| {
-                            let table = window_table(p, |x| {
-                                let estimate = if votes {
+                        .map(|ids| b.linear(ids.into_iter().map(|i| (i, 1)).collect(), 0))
+                        .collect()
+                } else {
+                    (0..classes)
+                        .map(|j| {
+                            b.linear(
+                                (0..e).map(|m| (m * classes + j, 1)).collect(),
+                                shift * e as i64,
+                            )
+                        })
+                        .collect()
+                };
+                let ef = e as f64;
+                let agg_bits = if matches!(self.policy.output, OutputMode::Raw)
+                    || matches!(self.policy.output, OutputMode::Scores { .. })
+                {
+                    self.final_bits
+                } else {
+                    p
+                };
+                let votes = self.votes();
+                sums.into_iter()
+                    .enumerate()
+                    .map(|(j, s)| {
+                        let pre = (0..1i64 << p)
+                            .map(|x| {
+                                if votes {
                                     x as f64
                                 } else {
                                     mq.step * (x as f64 / ef - mq.zero_point as f64)
-                                };
-                                final_q.level(estimate + nz(j))
-                            });
-                            b.push(
-                                vec![(s, 1)],
-                                0,
-                                Some(Lookup {
-                                    table,
-                                    out_bits: agg_bits,
-                                }),
-                            )
-                        })
-                        .collect();
-                    (tables, p, agg)
-                }
-            };
+                                }
+                            })
+                            .collect();
+                        let table = noise_table(b.pb, pre, agg_bits, j);
+                        b.push_table(vec![(s, 1)], 0, table)
+                    })
+                    .collect()
+            }
+        };
         let outputs = match self.policy.output {
             OutputMode::Raw | OutputMode::Scores { .. } => aggregated,
             OutputMode::Label => {
@@ -912,136 +786,63 @@ impl Hardened {
                 labels
             }
         };
-        Plan {
-            clamp_inputs: self.policy.clamp_inputs,
-            member_tables,
-            member_out_bits,
-            ops: b.ops,
-            outputs,
-            output_bits: self.final_bits,
-            members: e,
-            classes,
-        }
+        // everything the client decrypts must be a bootstrap output
+        let outputs = b.values(&outputs)?;
+        let program = pb.finish(&outputs, self.final_bits)?;
+        Ok((program, noisy))
     }
-
     /// Predicted probability that one of the hardening bootstraps (input
     /// clamp and stage) lands in the wrong box, from the same tfhe-rs noise
-    /// formulas as the circuit report: every stage input is a weighted sum
-    /// of bootstrap outputs (variance `Σ w²·σ²_PBS`), then keyswitched and
-    /// modulus switched; clamp inputs are fresh encryptions. Counts any
-    /// shift as a failure (an upper bound), summed over bootstraps (union
-    /// bound). Add the members' own reports for a whole answer.
+    /// formulas as the circuit report: a node's input is a weighted sum of
+    /// fresh inputs or bootstrap outputs (variance `Σ w²·σ²`), keyswitched
+    /// (bootstrap outputs) and modulus switched. Counts any shift as a
+    /// failure (an upper bound), summed over bootstraps (union bound). Add
+    /// the members' own reports for a whole answer.
     pub fn stage_failure_probability(&self) -> f64 {
-        let plan = self.plan(&vec![0.0; self.noise_len()]);
+        let program = self.program();
         let noise = self.params().noise();
         let units = 2f64.powi(self.precision_bits() as i32 + 1);
         let fail =
             |variance: f64| 1.0 - crate::params::shift_probability(0, variance.sqrt() * units);
-        let mut total = 0.0;
-        if plan.clamp_inputs {
-            let per_input = fail(noise.fresh_small + noise.modulus_switch);
-            total += per_input * self.members[0].input.len() as f64;
-        }
-        let mut var = vec![noise.pbs_output; plan.members * plan.classes];
-        for op in &plan.ops {
-            let v: f64 = op
-                .terms
-                .iter()
-                .map(|(id, w)| (w * w) as f64 * var[*id])
-                .sum();
-            if op.lookup.is_some() {
-                total += fail(v + noise.keyswitch + noise.modulus_switch);
-                var.push(noise.pbs_output);
+        let var_of = |v: usize| {
+            if v < program.input_count {
+                noise.fresh_small
             } else {
-                var.push(v);
+                noise.pbs_output
             }
-        }
+        };
+        let total: f64 = program
+            .nodes
+            .iter()
+            .filter(|n| !matches!(n.role, Role::Neuron { .. }))
+            .map(|n| {
+                let v: f64 = n
+                    .terms
+                    .iter()
+                    .map(|(id, w)| (w * w) as f64 * var_of(*id))
+                    .sum();
+                let ks = if n.reads_inputs { 0.0 } else { noise.keyswitch };
+                fail(v + ks + noise.modulus_switch)
+            })
+            .sum();
         total.min(1.0)
     }
 
     /// Checks a quantized input against the shared input encoding.
     pub fn check_input(&self, input: &[i64]) -> Result<()> {
-        let spec = &self.members[0].input;
-        if input.len() != spec.len() {
-            return Err(Error::InputLength {
-                expected: spec.len(),
-                got: input.len(),
-            });
-        }
-        let max_in = 1i64 << spec.bits;
-        if let Some(bad) = input.iter().find(|v| **v < 0 || **v >= max_in) {
-            return Err(Error::Eval(format!(
-                "quantized input {bad} is outside [0, {max_in})"
-            )));
-        }
-        Ok(())
+        crate::eval::clear::check_input(&self.members[0], input)
     }
 
-    /// The clear evaluator for a plan: what the client would decrypt,
-    /// integers modulo `2^(output_bits+1)`.
-    pub fn evaluate_clear(&self, plan: &Plan, input: &[i64]) -> Result<Vec<i64>> {
+    /// The clear interpreter on this model with one answer's tables: what
+    /// the client would decrypt, integers modulo `2^(output_bits+1)`.
+    pub fn evaluate_clear(&self, tables: &TableSet, input: &[i64]) -> Result<Vec<i64>> {
         self.check_input(input)?;
-        let p = self.precision_bits();
-        let input: Vec<i64> = if plan.clamp_inputs {
-            let bits = self.members[0].input.bits;
-            input.iter().map(|x| clamp_input(*x, bits, p)).collect()
-        } else {
-            input.to_vec()
-        };
-        let mut values: Vec<i64> = Vec::with_capacity(plan.members * plan.classes + plan.ops.len());
-        for (c, tables) in self.members.iter().zip(&plan.member_tables) {
-            values.extend(crate::eval::clear::evaluate_with_output(
-                c,
-                &input,
-                tables,
-                plan.member_out_bits,
-            )?);
-        }
-        run_ops(&plan.ops, &mut values, p);
-        Ok(plan.outputs.iter().map(|id| values[*id]).collect())
+        run_program(self.program(), tables, input)
     }
 
     /// Decodes an answer (decrypted or clear) with this model's client spec.
     pub fn decode(&self, out: &[i64]) -> Answer {
         Answer::decode(&self.client_spec(), out)
-    }
-}
-
-/// A decoded answer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Answer {
-    /// The best class (the argmax of the scores for score answers).
-    pub label: usize,
-    /// Best classes, best first (label modes), or just the argmax.
-    pub labels: Vec<usize>,
-    /// Decoded logits (score modes only; empty for label modes).
-    pub scores: Vec<f64>,
-}
-
-impl Answer {
-    /// Decodes output integers (modulo `2^(output_bits+1)`).
-    pub fn decode(spec: &ClientSpec, out: &[i64]) -> Self {
-        match spec.output {
-            OutputKind::Logits => {
-                let scores = spec.decode_output(out);
-                let label = crate::data::argmax(&scores);
-                Self {
-                    label,
-                    labels: vec![label],
-                    scores,
-                }
-            }
-            OutputKind::Labels { .. } => {
-                let modulus = 1i64 << (spec.output_bits + 1);
-                let labels: Vec<usize> =
-                    out.iter().map(|v| v.rem_euclid(modulus) as usize).collect();
-                Self {
-                    label: labels.first().copied().unwrap_or(0),
-                    labels,
-                    scores: Vec::new(),
-                }
-            }
-        }
     }
 }
 
@@ -1072,49 +873,39 @@ pub fn clamp_table(bits: u32, p: u32) -> Vec<i64> {
 /// (tournament plus the final refresh).
 pub fn argmax_bootstraps(classes: usize, p: u32) -> usize {
     label_program(classes, p)
-        .iter()
-        .filter(|o| o.lookup.is_some())
-        .count()
+        .map(|prog| prog.nodes.len() - classes)
+        .unwrap_or(0)
 }
 
-/// The ops of a `label` answer over `n` values (ids `0..n`).
-fn label_program(n: usize, p: u32) -> Vec<Op> {
-    let mut b = Builder {
+/// A `label` answer over `n` comparison values: `n` identity bootstraps
+/// (standing in for the values' own bootstraps), then the tournament and
+/// the refresh.
+fn label_program(n: usize, p: u32) -> Result<Program> {
+    let mut pb = ProgramBuilder::new(ParamSet::Message3Carry3, p, n);
+    let identity = pb.table(window_table(p, |x| x), p);
+    let refreshed = (0..n)
+        .map(|i| pb.node(Expr::value(i), identity, Role::Stage))
+        .collect::<Result<Vec<_>>>()?;
+    let mut b = Stage {
         p,
-        base: n,
-        levels: vec![0; n],
-        ops: Vec::new(),
+        pb: &mut pb,
+        syms: refreshed.iter().map(|v| Expr::value(*v)).collect(),
+        error: None,
     };
     let ids: Vec<usize> = (0..n).collect();
     let digits = b.argmax(&ids);
     let idx = b.index_value(&digits);
-    b.lookup(vec![(idx, 1)], 0, window_table(p, |x| x));
-    b.ops
-}
-
-/// Runs `ops` in the clear, appending each op's value to `values` (the
-/// clear semantics of a bootstrap: [`bootstrap_value`]).
-fn run_ops(ops: &[Op], values: &mut Vec<i64>, p: u32) {
-    let modulus = 1i64 << (p + 1);
-    for op in ops {
-        let m = op
-            .terms
-            .iter()
-            .fold(op.constant, |s, (id, w)| {
-                s.wrapping_add(w.wrapping_mul(values[*id]))
-            })
-            .rem_euclid(modulus);
-        values.push(match &op.lookup {
-            None => m,
-            Some(l) => bootstrap_value(&l.table, p, m, 1i64 << (l.out_bits + 1)),
-        });
-    }
+    let label = b.lookup(vec![(idx, 1)], 0, window_table(p, |x| x));
+    let out = b.values(&[label])?;
+    pb.finish(&out, p)
 }
 
 /// The tournament of `label` mode run in the clear on comparison values
 /// (each in `[0, 2^(p-1))`): the index it selects. For tests and reports.
 pub fn tournament_clear(values: &[i64], p: u32) -> usize {
-    let mut vals = values.to_vec();
-    run_ops(&label_program(values.len(), p), &mut vals, p);
-    vals.last().copied().unwrap_or(0) as usize
+    label_program(values.len(), p)
+        .and_then(|prog| run_program(&prog, &TableSet::default(), values))
+        .ok()
+        .and_then(|out| out.first().copied())
+        .unwrap_or(0) as usize
 }

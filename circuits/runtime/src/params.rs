@@ -15,9 +15,11 @@ use tfhe::shortint::parameters::v1_8::{
     V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M128,
 };
 use tfhe::shortint::parameters::{ClassicPBSParameters, ModulusSwitchType};
+use tfhe_versionable::{Versionize, VersionsDispatch};
 
 /// A vetted tfhe-rs 1.8 parameter set, by its tfhe-rs name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Versionize)]
+#[versionize(ParamSetVersions)]
 pub enum ParamSet {
     /// `V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128`: N = 2048, n = 918.
     #[serde(rename = "V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128")]
@@ -25,6 +27,12 @@ pub enum ParamSet {
     /// `V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M128`: N = 8192, n = 1077.
     #[serde(rename = "V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M128")]
     Message3Carry3,
+}
+
+/// Every version of [`ParamSet`] ever serialized (see [`crate::serial`]).
+#[derive(VersionsDispatch)]
+pub enum ParamSetVersions {
+    V0(ParamSet),
 }
 
 impl ParamSet {
@@ -161,29 +169,10 @@ pub fn normal_cdf(x: f64) -> f64 {
     0.5 * erfc(-x / std::f64::consts::SQRT_2)
 }
 
-/// Complementary error function, from the published Chebyshev fit of
-/// Press et al. (Numerical Recipes, 2nd ed., §6.2): fractional error below
-/// 1.2e-7 everywhere, and tail values stay meaningful far out (we need
-/// probabilities like 2^-60, not just 1 - small).
+/// Complementary error function (`libm`'s, accurate far into the tail:
+/// we need probabilities like 2^-60, not just 1 - small).
 pub fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t
-        * (-z * z - 1.265_512_23
-            + t * (1.000_023_68
-                + t * (0.374_091_96
-                    + t * (0.096_784_18
-                        + t * (-0.186_288_06
-                            + t * (0.278_868_07
-                                + t * (-1.135_203_98
-                                    + t * (1.488_515_87
-                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-            .exp();
-    if x >= 0.0 {
-        r
-    } else {
-        2.0 - r
-    }
+    libm::erfc(x)
 }
 
 /// Probability that Gaussian noise of standard deviation `sigma` (in

@@ -1,8 +1,10 @@
 //! Keys and ciphertexts from bytes: size-limited, versioned, and checked
 //! against the parameter set; malformed input is refused without a panic.
 
-use blindfold_runtime::eval::fhe::{Blob, ClientKey, CompressedEvaluationKey, EncryptedInput};
+use blindfold_runtime::ciphertext::EncryptedInput;
+use blindfold_runtime::keys::{ClientKey, CompressedEvaluationKey};
 use blindfold_runtime::params::ParamSet;
+use blindfold_runtime::serial::{Bytes, Conformant};
 
 #[test]
 fn malformed_blobs_are_refused() {
@@ -17,20 +19,33 @@ fn malformed_blobs_are_refused() {
         );
     }
     assert!(EncryptedInput::from_bytes(&key, 1 << 30).is_err());
+    // the header's serialization version (bincode: u64 length, then "0.5")
     let mut v2 = key.clone();
-    v2[4] = 99;
+    assert_eq!(&v2[8..11], b"0.5");
+    v2[10] = b'9';
     let err = CompressedEvaluationKey::from_bytes(&v2, 1 << 30)
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("version"), "{err}");
+    // trailing bytes after a valid key
+    let mut longer = key.clone();
+    longer.push(0);
+    assert!(CompressedEvaluationKey::from_bytes(&longer, 1 << 30).is_err());
     assert!(CompressedEvaluationKey::from_bytes(&key, 1024).is_err());
     // a well-formed key for another parameter set is caught by conformance
     let other = ClientKey::generate(ParamSet::Message2Carry2).evaluation_key();
     let ok = CompressedEvaluationKey::from_bytes(&other.to_bytes().unwrap(), 1 << 30).unwrap();
-    ok.check_conformance().unwrap();
+    ok.check().unwrap();
+    assert!(ok.conform(ParamSet::Message3Carry3).is_err());
     // flip the declared parameter set inside the blob: dimensions no longer conform
     let mut relabeled = CompressedEvaluationKey::from_bytes(&key, 1 << 30).unwrap();
     relabeled.params = ParamSet::Message3Carry3;
-    assert!(relabeled.check_conformance().is_err());
+    assert!(relabeled.check().is_err());
+    // and serialized so: refused when parsed
+    let relabeled = relabeled.to_bytes().unwrap();
+    let err = CompressedEvaluationKey::from_bytes(&relabeled, 1 << 30)
+        .err()
+        .unwrap();
+    assert!(err.is_caller_fault(), "{err}");
 }

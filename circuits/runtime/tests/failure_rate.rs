@@ -6,7 +6,8 @@
 //! the counted failures with the prediction from tfhe-rs's noise formulas.
 //! Tolerance: 5 binomial standard deviations (false alarm ≈ 6e-7).
 
-use blindfold_runtime::eval::fhe::{bootstrap_big_list, ClientKey};
+use blindfold_runtime::eval::fhe::bootstrap_big_list;
+use blindfold_runtime::keys::ClientKey;
 use blindfold_runtime::params::ParamSet;
 use blindfold_runtime::report::bootstrap_failure_probability;
 
@@ -34,7 +35,7 @@ fn predicted_failure_rate_matches_measured() {
     let ms: Vec<i64> = (0..trials).map(|i| (i as i64 * 37) % window).collect();
     let delta = 1u64 << (63 - precision);
     let cts = ck.encrypt_big_raw(&ms.iter().map(|m| *m as u64 * delta).collect::<Vec<_>>());
-    let out = bootstrap_big_list(&ek, precision, precision, &table, &cts);
+    let out = bootstrap_big_list(&ek, precision, precision, &table, &cts).unwrap();
     let phases = ck.decrypt_big_raw(&out);
     let failures = ms
         .iter()

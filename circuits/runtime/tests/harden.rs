@@ -4,13 +4,17 @@
 //! clamp holds hostile inputs in range; the noise has the configured
 //! statistics.
 
+use blindfold_runtime::answer::{Query, Reply, Responder};
+use blindfold_runtime::ciphertext::EncryptedInput;
 use blindfold_runtime::circuit::{Circuit, OutputKind};
 use blindfold_runtime::data::{argmax, Dataset};
-use blindfold_runtime::eval::fhe::{ClientKey, LookupTables, PlanEvaluator};
+use blindfold_runtime::eval::{never, EvalStats};
 use blindfold_runtime::harden::{
     argmax_bootstraps, clamp_input, tournament_clear, Aggregate, Hardened, Noise, NoiseKind,
     OutputMode, Policy,
 };
+use blindfold_runtime::keys::{ClientKey, EvaluationKey};
+use blindfold_runtime::program::{Role, TableSet};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -78,7 +82,7 @@ fn tournament_is_the_first_index_argmax() {
 fn label_mode_agrees_with_the_clear_argmax() {
     let c = fast();
     let model = Hardened::new("m", vec![c.clone()], Policy::default()).unwrap();
-    let plan = model.plan(&[0.0; 10]);
+    let plan = model.tables(&[0.0; 10]);
     let rows = test_rows(&c, 200);
     let mut same = 0;
     for (q, _) in &rows {
@@ -116,18 +120,24 @@ fn every_answer_is_a_bootstrap_output() {
                     },
                 )
                 .unwrap();
-                let plan = model.plan(&[0.5; 10]);
-                assert_eq!(plan.outputs.len(), model.client_spec().output_count());
-                for id in &plan.outputs {
-                    assert!(
-                        plan.is_bootstrap_output(*id),
+                let program = model.program();
+                assert_eq!(program.outputs.len(), model.client_spec().output_count());
+                for k in &program.outputs {
+                    // a node of the program is a bootstrap, at the answer's precision
+                    let node = &program.nodes[*k];
+                    assert_eq!(
+                        program.tables[node.table].out_bits, program.output_bits,
                         "{output:?} {members} {aggregate:?}"
                     );
+                    if members > 1 {
+                        // ensemble outputs come out of the stage, not a member
+                        assert_eq!(node.role, Role::Stage, "{output:?} {aggregate:?}");
+                    }
                 }
-                if members > 1 {
-                    // ensemble outputs come out of the stage, not a member
-                    assert!(plan.outputs.iter().all(|id| *id >= members * 10));
-                }
+                // the noise rewrites tables of the program only
+                let tables = model.tables(&[0.5; 10]);
+                program.check_overrides(&tables).unwrap();
+                assert!(!tables.is_empty());
             }
         }
     }
@@ -139,12 +149,6 @@ fn every_mode_fhe_equals_clear_with_the_same_noise() {
     let c = fast();
     let ck = ClientKey::generate(c.params);
     let ek = ck.evaluation_key().decompress();
-    let tables = vec![LookupTables::new(&c)];
-    let tables3 = vec![
-        LookupTables::new(&c),
-        LookupTables::new(&c),
-        LookupTables::new(&c),
-    ];
     let rows = test_rows(&c, 3);
     let mut rng = ChaCha20Rng::seed_from_u64(42);
     let cases: Vec<(Policy, usize)> = vec![
@@ -166,18 +170,18 @@ fn every_mode_fhe_equals_clear_with_the_same_noise() {
         (policy(OutputMode::Label, gaussian(1.0), false), 3),
     ];
     for (pol, members) in cases {
-        let model = Hardened::new("m", vec![c.clone(); members], pol).unwrap();
-        let spec = model.client_spec();
-        let t = if members == 1 { &tables } else { &tables3 };
-        let eval = PlanEvaluator::new(&model, &ek, t).unwrap();
+        let model = Responder::new(Hardened::new("m", vec![c.clone(); members], pol).unwrap());
+        let spec = model.spec().clone();
         for (q, _) in &rows {
-            let noise = pol.noise.sample(model.noise_len(), &mut rng);
-            let plan = model.plan(&noise);
-            let expected = model.evaluate_clear(&plan, q).unwrap();
-            let (out, stats) = eval
-                .evaluate(&ck.encrypt(&spec, q).unwrap(), &plan, &|| false)
-                .unwrap();
-            assert_eq!(stats.bootstraps, model.cost().bootstraps(), "{pol:?}");
+            let noise = pol.noise.sample(model.model().noise_len(), &mut rng);
+            let plan = model.model().tables(&noise);
+            let expected = model.model().evaluate_clear(&plan, q).unwrap();
+            let (out, stats) = encrypted(&model, &ck.encrypt(&spec, q).unwrap(), &ek, &plan);
+            assert_eq!(
+                stats.bootstraps,
+                model.model().cost().bootstraps(),
+                "{pol:?}"
+            );
             let got = ck.decrypt(&spec, &out).unwrap();
             assert_eq!(got, expected, "{pol:?} members={members}");
             if let OutputKind::Labels { k } = spec.output {
@@ -209,9 +213,8 @@ fn input_clamp_holds_hostile_inputs_in_range() {
     let spec = model.client_spec();
     let ck = ClientKey::generate(c.params);
     let ek = ck.evaluation_key().decompress();
-    let tables = vec![LookupTables::new(&c)];
-    let eval = PlanEvaluator::new(&model, &ek, &tables).unwrap();
-    let plan = model.plan(&[0.0; 10]);
+    let plan = model.tables(&[0.0; 10]);
+    let model = Responder::new(model);
     let (q, _) = &test_rows(&c, 1)[0];
     // a probe: one feature far above the range, one below, one at the antipode
     let mut hostile = q.clone();
@@ -219,14 +222,13 @@ fn input_clamp_holds_hostile_inputs_in_range() {
     hostile[20] = -3;
     hostile[30] = 1 << p;
     let clamped: Vec<i64> = hostile.iter().map(|x| clamp_input(*x, bits, p)).collect();
-    let expected = model.evaluate_clear(&plan, &clamped).unwrap();
-    let (out, _) = eval
-        .evaluate(
-            &ck.encrypt_unchecked(&spec, &hostile).unwrap(),
-            &plan,
-            &|| false,
-        )
-        .unwrap();
+    let expected = model.model().evaluate_clear(&plan, &clamped).unwrap();
+    let (out, _) = encrypted(
+        &model,
+        &ck.encrypt_unchecked(&spec, &hostile).unwrap(),
+        &ek,
+        &plan,
+    );
     assert_eq!(ck.decrypt(&spec, &out).unwrap(), expected);
     // without the clamp the probe moves the logits out of the clamped answer
     let open = Hardened::new(
@@ -235,19 +237,30 @@ fn input_clamp_holds_hostile_inputs_in_range() {
         policy(OutputMode::Raw, Noise::NONE, false),
     )
     .unwrap();
-    let eval = PlanEvaluator::new(&open, &ek, &tables).unwrap();
-    let (out, _) = eval
-        .evaluate(
-            &ck.encrypt_unchecked(&spec, &hostile).unwrap(),
-            &plan_without_clamp(&open),
-            &|| false,
-        )
-        .unwrap();
+    let plan = open.tables(&[0.0; 10]);
+    let (out, _) = encrypted(
+        &Responder::new(open),
+        &ck.encrypt_unchecked(&spec, &hostile).unwrap(),
+        &ek,
+        &plan,
+    );
     assert_ne!(ck.decrypt(&spec, &out).unwrap(), expected);
 }
 
-fn plan_without_clamp(m: &Hardened) -> blindfold_runtime::harden::Plan {
-    m.plan(&[0.0; 10])
+/// One encrypted answer with the given tables, through the answer protocol.
+fn encrypted(
+    model: &Responder,
+    input: &EncryptedInput,
+    key: &EvaluationKey,
+    tables: &TableSet,
+) -> (blindfold_runtime::ciphertext::EncryptedOutput, EvalStats) {
+    match model
+        .answer_with(Query::Encrypted { input, key }, tables, &never)
+        .unwrap()
+    {
+        (Reply::Encrypted(out), stats) => (out, stats),
+        (Reply::Clear { .. }, _) => panic!("an encrypted query answered in the clear"),
+    }
 }
 
 /// Mean and variance of the decoded noisy logit against the noise-free one,
@@ -271,13 +284,14 @@ fn noise_has_the_configured_mean_and_variance() {
         let model =
             Hardened::new("m", vec![c.clone()], policy(OutputMode::Raw, noise, false)).unwrap();
         let spec = model.client_spec();
-        let clean = spec.decode_output(&model.evaluate_clear(&model.plan(&[0.0; 10]), q).unwrap());
+        let clean =
+            spec.decode_output(&model.evaluate_clear(&model.tables(&[0.0; 10]), q).unwrap());
         let step = spec.output_scale;
         let n = 4000;
         let (mut sum, mut sum2) = (0.0, 0.0);
         let mut count = 0.0;
         for _ in 0..n {
-            let plan = model.plan(&noise.sample(10, &mut rng));
+            let plan = model.tables(&noise.sample(10, &mut rng));
             let got = spec.decode_output(&model.evaluate_clear(&plan, q).unwrap());
             for (g, c0) in got.iter().zip(&clean) {
                 let d = g - c0;
@@ -348,7 +362,7 @@ fn out_of_window_inputs_still_answer_a_class() {
         let spec = model.client_spec();
         for q in &random {
             let noise = model.policy.noise.sample(10, &mut rng);
-            let out = model.evaluate_clear(&model.plan(&noise), q).unwrap();
+            let out = model.evaluate_clear(&model.tables(&noise), q).unwrap();
             let a = blindfold_runtime::harden::Answer::decode(&spec, &out);
             assert!(
                 a.labels.iter().all(|l| *l < 10),

@@ -7,10 +7,14 @@ use serde::Serialize;
 
 use blindfold_compiler::pipeline::{circuit_accuracy, ModelBundle};
 use blindfold_runtime::circuit::Circuit;
-use blindfold_runtime::eval::clear;
+use blindfold_runtime::eval::clear::run_program;
 use blindfold_runtime::eval::fhe::{
-    time_batched_bootstrap, time_primitives, Blob, ClientKey, FheEvaluator,
+    evaluate, time_batched_bootstrap, time_primitives, Fhe, FheTables,
 };
+use blindfold_runtime::eval::never;
+use blindfold_runtime::keys::ClientKey;
+use blindfold_runtime::program::{Program, TableSet};
+use blindfold_runtime::serial::Bytes;
 
 /// Everything `blindfold bench --json` prints.
 #[derive(Clone, Debug, Serialize)]
@@ -94,11 +98,13 @@ pub fn run(
     }
     // quantized clear
     let (qc, _) = circuit_accuracy(circuit, &raw, &labels)?;
+    let program = Program::from_circuit(circuit)?;
+    let none = TableSet::default();
     let mut clear_us = Vec::new();
     for x in raw.iter().take(200) {
         let q = circuit.input.quantize(x)?;
         let t = Instant::now();
-        let out = clear::evaluate(circuit, &q)?;
+        let out = run_program(&program, &none, &q)?;
         clear_us.push(t.elapsed().as_secs_f64() * 1e6);
         std::hint::black_box(out);
     }
@@ -126,7 +132,8 @@ pub fn run(
     let widest = circuit.layers.iter().map(|l| l.out_len).max().unwrap_or(1);
     let batch = widest.div_ceil(threads);
     let pbs_batched_s = time_batched_bootstrap(&ek, batch);
-    let evaluator = FheEvaluator::new(circuit, &ek)?;
+    let tables = FheTables::new(&program);
+    let backend = Fhe::new(&ek, &tables)?;
     let samples = samples.min(raw.len());
     let mut lat = Vec::new();
     let mut enc_ms = Vec::new();
@@ -135,13 +142,13 @@ pub fn run(
     let (mut in_bytes, mut out_bytes) = (0usize, 0usize);
     for (i, (x, label)) in raw.iter().zip(&labels).take(samples).enumerate() {
         let q = circuit.input.quantize(x)?;
-        let expected = clear::evaluate(circuit, &q)?;
+        let expected = run_program(&program, &none, &q)?;
         let t = Instant::now();
         let enc = ck.encrypt(&circuit.client_spec(), &q)?;
         let enc_bytes = enc.to_bytes()?;
         enc_ms.push(t.elapsed().as_secs_f64() * 1e3);
         in_bytes = enc_bytes.len();
-        let (out, stats) = evaluator.evaluate(&enc)?;
+        let (out, stats) = evaluate(&program, &backend, &none, &enc, &never)?;
         lat.push(stats.seconds * 1e3);
         let out_blob = out.to_bytes()?;
         out_bytes = out_blob.len();

@@ -27,8 +27,8 @@
 
 use std::time::Instant;
 
+use blindfold_runtime::answer::Answer;
 use blindfold_runtime::circuit::InputSpec;
-use blindfold_runtime::harden::Answer;
 use rayon::prelude::*;
 use serde::Serialize;
 

@@ -32,8 +32,8 @@
 use std::path::Path;
 
 use blindfold_compiler::ir::Graph;
+use blindfold_runtime::answer::Answer;
 use blindfold_runtime::data::argmax;
-use blindfold_runtime::harden::Answer;
 
 use super::memorization::label_score;
 use super::{AuditError, Oracle, Rng};

@@ -19,7 +19,8 @@ pub mod memorization;
 pub mod remote;
 pub mod suite;
 
-use blindfold_runtime::harden::{Answer, Hardened};
+use blindfold_runtime::answer::{Answer, Query, Reply, Responder};
+use blindfold_runtime::harden::Hardened;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -59,7 +60,7 @@ pub trait Oracle {
 /// A hardened model evaluated in the clear, with fresh noise per answer
 /// from a seeded generator, and an optional answer budget.
 pub struct LocalOracle {
-    model: Hardened,
+    model: Responder,
     rng: ChaCha20Rng,
     queries: u64,
     budget: Option<u64>,
@@ -68,7 +69,7 @@ pub struct LocalOracle {
 impl LocalOracle {
     pub fn new(model: Hardened, seed: u64, budget: Option<u64>) -> Self {
         Self {
-            model,
+            model: Responder::new(model),
             rng: ChaCha20Rng::seed_from_u64(seed),
             queries: 0,
             budget,
@@ -76,7 +77,7 @@ impl LocalOracle {
     }
 
     pub fn model(&self) -> &Hardened {
-        &self.model
+        self.model.model()
     }
 }
 
@@ -90,17 +91,23 @@ impl Oracle for LocalOracle {
                 });
             }
         }
-        let spec = &self.model.members[0].input;
+        let spec = &self.model.spec().input;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let q = spec.quantize(r)?;
-            let noise = self
-                .model
-                .policy
-                .noise
-                .sample(self.model.noise_len(), &mut self.rng);
-            let plan = self.model.plan(&noise);
-            out.push(self.model.decode(&self.model.evaluate_clear(&plan, &q)?));
+            // the answer protocol the server runs, in the clear
+            match self.model.answer(
+                Query::Clear(&q),
+                &mut self.rng,
+                &blindfold_runtime::eval::never,
+            )? {
+                (Reply::Clear { answer, .. }, _) => out.push(answer),
+                (Reply::Encrypted(_), _) => {
+                    return Err(AuditError::Invalid(
+                        "a clear query was answered encrypted".into(),
+                    ))
+                }
+            }
         }
         self.queries += rows.len() as u64;
         Ok(out)
@@ -111,15 +118,15 @@ impl Oracle for LocalOracle {
     }
 
     fn classes(&self) -> usize {
-        self.model.classes()
+        self.model.spec().classes
     }
 
     fn input_len(&self) -> usize {
-        self.model.members[0].input.len()
+        self.model.spec().input.len()
     }
 
     fn input_spec(&self) -> Option<blindfold_runtime::circuit::InputSpec> {
-        Some(self.model.members[0].input.clone())
+        Some(self.model.spec().input.clone())
     }
 }
 

@@ -20,8 +20,8 @@
 
 use std::path::Path;
 
+use blindfold_runtime::answer::Answer;
 use blindfold_runtime::data::{log_softmax, Dataset, RowRange};
-use blindfold_runtime::harden::Answer;
 use serde::Deserialize;
 
 use super::{AuditError, Oracle, Rng};

@@ -3,7 +3,7 @@
 //! draw), and a check that real encrypted answers agree.
 
 use blindfold_proto::v1;
-use blindfold_runtime::harden::Answer;
+use blindfold_runtime::answer::Answer;
 
 use super::{AuditError, Oracle};
 use blindfold_client::{ClientKey, ClientSpec, Remote};

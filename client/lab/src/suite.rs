@@ -14,8 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use blindfold_runtime::answer::Answer;
 use blindfold_runtime::data::{Dataset, RowRange};
-use blindfold_runtime::harden::Answer;
 use serde::Serialize;
 
 use super::adversarial::{papernot_transfer, PapernotConfig, SeedSet, TransferReport};

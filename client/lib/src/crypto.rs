@@ -1,9 +1,11 @@
 //! Client-side cryptography against a [`ClientSpec`]: quantize and encrypt
 //! feature rows, decrypt and decode answers.
 
+use blindfold_runtime::answer::Answer;
+use blindfold_runtime::ciphertext::EncryptedOutput;
 use blindfold_runtime::circuit::ClientSpec;
-use blindfold_runtime::eval::fhe::{Blob, ClientKey, EncryptedOutput};
-use blindfold_runtime::harden::Answer;
+use blindfold_runtime::keys::ClientKey;
+use blindfold_runtime::serial::Bytes;
 
 use crate::error::ClientError;
 
@@ -39,7 +41,10 @@ pub fn output_limit(spec: &ClientSpec) -> u64 {
     (spec.output_count() as u64) * (spec.params.big_lwe_dimension() as u64 + 1) * 8 + 4096
 }
 
-/// Serialized encrypted output → prediction.
+/// Serialized encrypted output → prediction. The bytes are a server's and
+/// not trusted: their size is checked before they are parsed, the answer's
+/// parameter set, precision, ciphertext size and count before anything is
+/// decrypted, and every decrypted label against the class count.
 pub fn decrypt_output(
     ck: &ClientKey,
     spec: &ClientSpec,

@@ -14,8 +14,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use blindfold_runtime::circuit::ClientSpec;
-use blindfold_runtime::eval::fhe::{Blob, ClientKey};
+use blindfold_runtime::keys::ClientKey;
 use blindfold_runtime::params::ParamSet;
+use blindfold_runtime::serial::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::error::ClientError;
@@ -111,7 +112,7 @@ impl KeyDir {
             )));
         }
         let bytes = blindfold_runtime::data::read_bytes_limited(&path, CLIENT_KEY_LIMIT)?;
-        Ok(ClientKey::from_bytes(&bytes, CLIENT_KEY_LIMIT)?)
+        Ok(ClientKey::from_stored(&bytes, CLIENT_KEY_LIMIT)?)
     }
 
     pub fn evaluation_key(&self) -> Result<Vec<u8>, ClientError> {

@@ -4,10 +4,10 @@
 //! key upload. The `blindfold` CLI (`blindfold-cli`) and the attack lab
 //! (`blindfold-lab`) are built on it; it needs neither the compiler nor the lab.
 
+pub use blindfold_runtime::ciphertext::{EncryptedInput, EncryptedOutput};
 pub use blindfold_runtime::circuit::ClientSpec;
-pub use blindfold_runtime::eval::fhe::{
-    Blob, ClientKey, CompressedEvaluationKey, EncryptedInput, EncryptedOutput,
-};
+pub use blindfold_runtime::keys::{ClientKey, CompressedEvaluationKey};
+pub use blindfold_runtime::serial::Bytes;
 
 pub mod crypto;
 pub mod error;

@@ -46,12 +46,25 @@ pub struct ConnectOptions {
 }
 
 /// A connection to a Blindfold server.
+///
+/// Nothing the server sends is trusted: specs are validated
+/// ([`spec::from_proto`]), answers are bounded by what the model's spec
+/// allows before they are received (the decoder refuses a longer message
+/// from its length prefix) and checked for count and size before they are
+/// returned.
 #[derive(Clone)]
 pub struct Remote {
     models: v1::models_client::ModelsClient<Svc>,
     keys: v1::keys_client::KeysClient<Svc>,
     inference: v1::inference_client::InferenceClient<Svc>,
+    /// Specs fetched so far, by model name: what bounds `Predict` answers.
+    specs: Arc<std::sync::Mutex<std::collections::HashMap<String, ClientSpec>>>,
 }
+
+/// Largest `PredictClear` or `GetBudget` answer we accept.
+const CLEAR_ANSWER_LIMIT: usize = 16 << 20;
+/// Room for a response's own fields (timing, budget) beyond its outputs.
+const RESPONSE_OVERHEAD: usize = 64 << 10;
 
 fn rpc(method: &'static str) -> impl Fn(Status) -> ClientError {
     move |status| ClientError::Rpc { method, status }
@@ -100,8 +113,9 @@ impl Remote {
             models: v1::models_client::ModelsClient::new(svc()),
             keys: v1::keys_client::KeysClient::new(svc()).max_decoding_message_size(1 << 20),
             inference: v1::inference_client::InferenceClient::new(svc())
-                .max_decoding_message_size(1 << 30)
+                .max_decoding_message_size(CLEAR_ANSWER_LIMIT)
                 .max_encoding_message_size(1 << 30),
+            specs: Arc::default(),
         })
     }
 
@@ -126,10 +140,22 @@ impl Remote {
             .map_err(rpc("GetModel"))?
             .into_inner();
         let client = spec::from_proto(&proto)?;
+        if let Ok(mut specs) = self.specs.lock() {
+            specs.insert(name.to_string(), client.clone());
+        }
         Ok((proto, client))
     }
 
-    /// Streams a compressed evaluation key (a `Blob` as written by the
+    /// The checked spec of `model`, fetched once.
+    async fn spec(&self, model: &str) -> Result<ClientSpec, ClientError> {
+        let cached = self.specs.lock().ok().and_then(|s| s.get(model).cloned());
+        match cached {
+            Some(spec) => Ok(spec),
+            None => Ok(self.get_model(model).await?.1),
+        }
+    }
+
+    /// Streams a compressed evaluation key (a `Bytes` as written by the
     /// client library) in chunks; `progress(sent, total)` follows along.
     pub async fn register_key(
         &self,
@@ -187,17 +213,36 @@ impl Remote {
     }
 
     /// Encrypted inputs (serialized `EncryptedInput`s) in, encrypted outputs
-    /// and the server's timing out.
+    /// and the server's timing out. The answer may be no larger than the
+    /// model's spec allows (fetched with `GetModel` if not yet), and must
+    /// hold one output of at most [`crypto::output_limit`] bytes per input.
     pub async fn predict(
         &self,
         model: &str,
         key_id: &str,
         inputs: Vec<Vec<u8>>,
     ) -> Result<v1::PredictResponse, ClientError> {
+        let spec = self.spec(model).await?;
+        self.predict_with_spec(model, key_id, inputs, &spec).await
+    }
+
+    /// [`Self::predict`] with the model's spec at hand.
+    pub async fn predict_with_spec(
+        &self,
+        model: &str,
+        key_id: &str,
+        inputs: Vec<Vec<u8>>,
+        spec: &ClientSpec,
+    ) -> Result<v1::PredictResponse, ClientError> {
         let n = inputs.len();
+        let per_output = crate::crypto::output_limit(spec) as usize;
+        let limit = n
+            .saturating_mul(per_output)
+            .saturating_add(RESPONSE_OVERHEAD);
         let response = self
             .inference
             .clone()
+            .max_decoding_message_size(limit)
             .predict(v1::PredictRequest {
                 model: model.into(),
                 key_id: key_id.into(),
@@ -210,6 +255,19 @@ impl Remote {
             return Err(ClientError::Answer(format!(
                 "{} outputs for {n} inputs",
                 response.outputs.len()
+            )));
+        }
+        if let Some((i, o)) = response
+            .outputs
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.len() > per_output)
+        {
+            return Err(ClientError::Answer(format!(
+                "output {i} has {} bytes, more than the {per_output} a {} answer of {} can take",
+                o.len(),
+                spec.params.short_name(),
+                spec.name
             )));
         }
         Ok(response)
@@ -239,6 +297,25 @@ impl Remote {
                 "{} predictions for {n} inputs",
                 response.predictions.len()
             )));
+        }
+        let spec = self.spec(model).await?;
+        let classes = spec.classes;
+        for (i, p) in response.predictions.iter().enumerate() {
+            let bad = |m: String| Err(ClientError::Answer(format!("prediction {i}: {m}")));
+            if p.label as usize >= classes || p.labels.iter().any(|l| *l as usize >= classes) {
+                return bad(format!("a label outside the model's {classes} classes"));
+            }
+            if p.labels.len() > classes {
+                return bad(format!("{} labels of {classes} classes", p.labels.len()));
+            }
+            if !(p.logits.is_empty() || p.logits.len() == classes)
+                || p.logits.iter().any(|v| !v.is_finite())
+            {
+                return bad(format!(
+                    "{} scores for {classes} classes (or a non-finite one)",
+                    p.logits.len()
+                ));
+            }
         }
         Ok(response)
     }

@@ -2,7 +2,8 @@
 //! calibration set, each neuron's noise, and the failure probabilities the
 //! noise model predicts (see [`blindfold_runtime::report`]).
 
-use blindfold_runtime::eval::clear::evaluate_traced;
+use blindfold_runtime::eval::clear::{check_input, run_on, Clear};
+use blindfold_runtime::program::{Program, Role, TableSet};
 use blindfold_runtime::report::{bootstrap_failure_probability, neuron_sigma};
 
 use super::{Circuit, LayerReport, LogitStats, Report};
@@ -18,8 +19,27 @@ pub(crate) fn build(circuit: &Circuit, calibration: &[Vec<i64>]) -> Result<Repor
         .map(|l| vec![vec![0u32; acc_modulus]; l.out_len])
         .collect();
     let mut stats: Option<LogitStats> = None;
+    let program = Program::from_circuit(circuit)?;
+    let where_: Vec<(usize, usize)> = program
+        .nodes
+        .iter()
+        .map(|n| match n.role {
+            Role::Neuron { layer, neuron, .. } => (layer, neuron),
+            _ => (0, 0),
+        })
+        .collect();
     for q in calibration {
-        let out = evaluate_traced(circuit, q, |l, j, m| hist[l][j][m as usize] += 1)?;
+        check_input(circuit, q)?;
+        let mut trace = |k: usize, m: i64| {
+            let (l, j) = where_[k];
+            hist[l][j][m as usize] += 1;
+        };
+        let (out, _) = run_on(
+            &Clear::traced(&mut trace),
+            &program,
+            &TableSet::default(),
+            q,
+        )?;
         let logits = circuit.decode_output(&out);
         let (lo, hi) = logits
             .iter()

@@ -1,11 +1,17 @@
-//! The clear evaluator: the circuit's arithmetic in integers.
+//! The clear interpreter: a [`Program`]'s arithmetic on torus integers,
+//! exactly what the encrypted interpreter computes minus the noise.
 //!
-//! Values are what the encrypted evaluator carries in units of `Δ`, modulo
-//! `2^(p+1)` (hidden layers) or `2^(output_bits+1)` (outputs). A bootstrap of
-//! `m` returns `T[m]` for `m < 2^p` and `-T[m - 2^p]` above (negacyclic), as
-//! the blind rotation does.
+//! A value is a `u64` torus element. A dot product wraps modulo `2^64`; a
+//! bootstrap rounds its accumulator to the nearest step `Δ_p = 2^(63-p)`,
+//! reads `m` modulo `2^(p+1)` and returns `T[m]` for `m < 2^p` and
+//! `-T[m - 2^p]` above (negacyclic), in units of `2^(63-out_bits)`, as the
+//! blind rotation does.
+
+use std::sync::Mutex;
 
 use crate::circuit::Circuit;
+use crate::eval::{run, Backend, Cancel, EvalStats};
+use crate::program::{Program, Table, TableSet};
 use crate::{Error, Result};
 
 /// Bootstrap semantics shared with the failure model: the table value for
@@ -21,82 +27,193 @@ pub fn bootstrap_value(table: &[i64], precision_bits: u32, m: i64, out_modulus: 
     v.rem_euclid(out_modulus)
 }
 
-/// Evaluates the circuit on quantized inputs. Returns the outputs modulo
-/// `2^(output_bits+1)` — what the client decrypts.
-pub fn evaluate(circuit: &Circuit, input: &[i64]) -> Result<Vec<i64>> {
-    evaluate_traced(circuit, input, |_, _, _| {})
+/// The accumulator step a torus value rounds to, modulo `2^(p+1)`.
+pub fn accumulator(torus: u64, precision_bits: u32) -> i64 {
+    let shift = 63 - precision_bits;
+    (torus.wrapping_add(1u64 << (shift - 1)) >> shift) as i64
 }
 
-/// Like [`evaluate`], calling `trace(layer, neuron, m)` with every bootstrap
-/// input `m` (reduced modulo `2^(p+1)`).
-pub fn evaluate_traced(
-    circuit: &Circuit,
-    input: &[i64],
-    trace: impl FnMut(usize, usize, i64),
-) -> Result<Vec<i64>> {
-    run(circuit, input, None, trace)
+/// Encodes an integer (taken modulo `2^(bits+1)`) as a torus value.
+pub fn encode(v: i64, bits: u32) -> u64 {
+    (v as u64).wrapping_mul(1u64 << (63 - bits))
 }
 
-/// Evaluates the circuit with its output layer's tables replaced by
-/// `tables` (one per class, `2^p` entries) producing `out_bits`-bit values:
-/// how a hardening policy runs a member network.
-pub fn evaluate_with_output(
-    circuit: &Circuit,
-    input: &[i64],
-    tables: &[Vec<i64>],
-    out_bits: u32,
-) -> Result<Vec<i64>> {
-    let last = &circuit.layers[circuit.layers.len() - 1];
-    if tables.len() != last.out_len || tables.iter().any(|t| t.len() as i64 != circuit.window()) {
-        return Err(Error::Eval("output tables do not fit the circuit".into()));
+/// Decodes a torus value to an integer modulo `2^(bits+1)`.
+pub fn decode(torus: u64, bits: u32) -> i64 {
+    accumulator(torus, bits)
+}
+
+/// One bootstrap of `acc` through `table`.
+fn bootstrap(acc: u64, precision_bits: u32, table: &Table) -> u64 {
+    let m = accumulator(acc, precision_bits);
+    let v = bootstrap_value(
+        &table.entries,
+        precision_bits,
+        m,
+        1i64 << (table.out_bits + 1),
+    );
+    encode(v, table.out_bits)
+}
+
+type Trace<'a> = Mutex<&'a mut (dyn FnMut(usize, i64) + Send)>;
+
+/// The clear backend; optionally reports every bootstrap input.
+#[derive(Default)]
+pub struct Clear<'a> {
+    trace: Option<Trace<'a>>,
+}
+
+impl<'a> Clear<'a> {
+    pub fn new() -> Self {
+        Self { trace: None }
     }
-    run(circuit, input, Some((tables, out_bits)), |_, _, _| {})
+
+    /// A backend that calls `trace(node, m)` with every bootstrap input
+    /// `m` (reduced modulo `2^(p+1)`), for the compiler's failure report.
+    pub fn traced(trace: &'a mut (dyn FnMut(usize, i64) + Send)) -> Self {
+        Self {
+            trace: Some(Mutex::new(trace)),
+        }
+    }
 }
 
-fn run(
-    circuit: &Circuit,
+impl Backend for Clear<'_> {
+    type Value = u64;
+    type Tables = ();
+
+    fn workers(&self) -> usize {
+        1
+    }
+
+    fn prepare(&self, _: &Program, _: &TableSet) -> Result<()> {
+        Ok(())
+    }
+
+    fn bootstrap_batch(
+        &self,
+        program: &Program,
+        overrides: &TableSet,
+        _: &(),
+        batch: &[usize],
+        values: &[Option<u64>],
+    ) -> Result<Vec<u64>> {
+        let p = program.precision_bits;
+        let mut trace = match &self.trace {
+            Some(t) => Some(t.lock().map_err(|_| Error::Internal("trace lock".into()))?),
+            None => None,
+        };
+        batch
+            .iter()
+            .map(|k| {
+                let node = &program.nodes[*k];
+                let mut acc = node.constant;
+                for (v, w) in &node.terms {
+                    let x = values[*v]
+                        .ok_or_else(|| Error::Internal(format!("node {k} read value {v} early")))?;
+                    acc = acc.wrapping_add(x.wrapping_mul(*w as u64));
+                }
+                if let Some(t) = trace.as_mut() {
+                    t(*k, accumulator(acc, p));
+                }
+                Ok(bootstrap(acc, p, program.table_of(*k, overrides)))
+            })
+            .collect()
+    }
+}
+
+/// Runs `program` in the clear on quantized inputs (taken modulo
+/// `2^(p+1)`, as a ciphertext would carry them). Returns the outputs modulo
+/// `2^(output_bits+1)`: what the client decrypts.
+pub fn run_program(program: &Program, overrides: &TableSet, input: &[i64]) -> Result<Vec<i64>> {
+    run_on(&Clear::new(), program, overrides, input).map(|(out, _)| out)
+}
+
+/// [`run_program`] on a given clear backend (e.g. a traced one).
+pub fn run_on(
+    backend: &Clear<'_>,
+    program: &Program,
+    overrides: &TableSet,
     input: &[i64],
-    output: Option<(&[Vec<i64>], u32)>,
-    mut trace: impl FnMut(usize, usize, i64),
-) -> Result<Vec<i64>> {
+) -> Result<(Vec<i64>, EvalStats)> {
+    if input.len() != program.input_count {
+        return Err(Error::InputLength {
+            expected: program.input_count,
+            got: input.len(),
+        });
+    }
+    let p = program.precision_bits;
+    let inputs = input.iter().map(|q| encode(*q, p)).collect();
+    let never = || false;
+    let cancel: Cancel<'_> = &never;
+    let (out, stats) = run(backend, program, overrides, inputs, cancel)?;
+    Ok((
+        out.iter()
+            .map(|t| decode(*t, program.output_bits))
+            .collect(),
+        stats,
+    ))
+}
+
+/// Checks quantized inputs against a circuit's input range.
+pub fn check_input(circuit: &Circuit, input: &[i64]) -> Result<()> {
     if input.len() != circuit.input.len() {
         return Err(Error::InputLength {
             expected: circuit.input.len(),
             got: input.len(),
         });
     }
-    let max_in = 1i64 << circuit.input.bits;
-    if let Some(bad) = input.iter().find(|v| **v < 0 || **v >= max_in) {
-        return Err(Error::Eval(format!(
-            "quantized input {bad} is outside [0, {max_in})"
-        )));
+    let limit = 1i64 << circuit.input.bits;
+    match input
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(0..limit).contains(*v))
+    {
+        Some((index, value)) => Err(Error::InputRange {
+            index,
+            value: *value,
+            limit,
+        }),
+        None => Ok(()),
     }
-    let acc_modulus = 2 * circuit.window();
-    let mut v: Vec<i64> = input.to_vec();
-    for (l, layer) in circuit.layers.iter().enumerate() {
-        let (tables, out_modulus) = match output {
-            Some((t, bits)) if layer.is_output => (t, 1i64 << (bits + 1)),
-            _ => (layer.lut.as_slice(), circuit.layer_modulus(l)),
-        };
-        let mut next = Vec::with_capacity(layer.out_len);
-        for (j, table) in tables.iter().enumerate().take(layer.out_len) {
-            let acc = layer
-                .row(j)
-                .iter()
-                .zip(&v)
-                .fold(layer.offset[j], |s, (w, x)| {
-                    s.wrapping_add(w.wrapping_mul(*x))
-                })
-                .rem_euclid(acc_modulus);
-            trace(l, j, acc);
-            next.push(bootstrap_value(
-                table,
-                circuit.precision_bits,
-                acc,
-                out_modulus,
-            ));
+}
+
+/// Evaluates a bare circuit on quantized inputs (each in
+/// `[0, 2^input_bits)`). Returns the outputs modulo
+/// `2^(output_bits+1)`. Lowers the circuit on every call: for many inputs,
+/// build [`Program::from_circuit`] once and use [`run_program`].
+pub fn evaluate(circuit: &Circuit, input: &[i64]) -> Result<Vec<i64>> {
+    check_input(circuit, input)?;
+    run_program(
+        &Program::from_circuit(circuit)?,
+        &TableSet::default(),
+        input,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torus_encoding_round_trips_and_rounds() {
+        for bits in [3u32, 5, 7, 10] {
+            for v in -20i64..40 {
+                let t = encode(v, bits);
+                assert_eq!(decode(t, bits), v.rem_euclid(1 << (bits + 1)));
+                // within half a step either way it still rounds to v
+                let half = (1u64 << (63 - bits)) / 2;
+                assert_eq!(decode(t.wrapping_add(half - 1), bits), decode(t, bits));
+                assert_eq!(decode(t.wrapping_sub(half), bits), decode(t, bits));
+            }
         }
-        v = next;
+        let table = Table {
+            entries: vec![5, 6, 7, 8],
+            out_bits: 4,
+        };
+        // m = 5 is the negacyclic image of m = 1
+        assert_eq!(
+            decode(bootstrap(encode(5, 2), 2, &table), 4),
+            (-6i64).rem_euclid(32)
+        );
     }
-    Ok(v)
 }
