@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use blindfold_runtime::harden::{Aggregate, Noise, NoiseKind, OutputMode, Policy};
+use blindfold_runtime::policy::{Aggregate, Noise, NoiseKind, OutputMode, OutputName, Policy};
 
 use crate::error::ConfigError;
 
@@ -167,115 +167,43 @@ impl ModelEntry {
     }
 }
 
-/// `[models.policy]`.
-#[derive(Clone, Debug, Deserialize)]
+/// `[models.policy]`: the runtime's own policy types, flattened for TOML.
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyEntry {
-    /// `raw`, `scores`, `label` or `top_k`.
-    #[serde(default = "default_output")]
-    pub output: String,
+    /// `raw`, `scores`, `label` (the default) or `top_k`.
+    #[serde(default)]
+    pub output: OutputName,
     /// Bits per truncated score (`output = "scores"`).
     #[serde(default)]
     pub scores_bits: Option<u32>,
     /// Labels per answer (`output = "top_k"`).
     #[serde(default)]
     pub k: Option<usize>,
-    /// `none`, `gaussian` or `laplace`.
-    #[serde(default = "default_noise")]
-    pub noise: String,
+    /// `none` (the default), `gaussian` or `laplace`.
+    #[serde(default)]
+    pub noise: NoiseKind,
     /// Standard deviation (Gaussian) or scale (Laplace), in logit units
     /// (votes for `aggregate = "votes"`).
     #[serde(default)]
     pub noise_scale: f64,
     #[serde(default)]
     pub clamp_inputs: bool,
-    /// `logits` or `votes` (ensembles).
-    #[serde(default = "default_aggregate")]
-    pub aggregate: String,
-}
-
-impl Default for PolicyEntry {
-    fn default() -> Self {
-        Self {
-            output: default_output(),
-            scores_bits: None,
-            k: None,
-            noise: default_noise(),
-            noise_scale: 0.0,
-            clamp_inputs: false,
-            aggregate: default_aggregate(),
-        }
-    }
-}
-
-fn default_output() -> String {
-    "label".into()
-}
-fn default_noise() -> String {
-    "none".into()
-}
-fn default_aggregate() -> String {
-    "logits".into()
+    /// `logits` (the default) or `votes` (ensembles).
+    #[serde(default)]
+    pub aggregate: Aggregate,
 }
 
 impl PolicyEntry {
     /// The policy, or why it is not one.
     pub fn policy(&self) -> Result<Policy, String> {
-        let output = match (self.output.as_str(), self.scores_bits, self.k) {
-            ("raw", None, None) => OutputMode::Raw,
-            ("label", None, None) => OutputMode::Label,
-            ("scores", Some(bits), None) => OutputMode::Scores { bits },
-            ("scores", None, _) => return Err("output = \"scores\" needs scores_bits".into()),
-            ("top_k", None, Some(k)) => OutputMode::TopK { k },
-            ("top_k", _, None) => return Err("output = \"top_k\" needs k".into()),
-            ("raw" | "label" | "scores" | "top_k", _, _) => {
-                return Err(format!(
-                    "scores_bits goes with output = \"scores\" and k with \"top_k\", not \"{}\"",
-                    self.output
-                ))
-            }
-            (other, _, _) => {
-                return Err(format!(
-                    "output {other:?} is not one of raw, scores, label, top_k"
-                ))
-            }
-        };
-        let kind = match self.noise.as_str() {
-            "none" => NoiseKind::None,
-            "gaussian" => NoiseKind::Gaussian,
-            "laplace" => NoiseKind::Laplace,
-            other => {
-                return Err(format!(
-                    "noise {other:?} is not one of none, gaussian, laplace"
-                ))
-            }
-        };
-        if !(self.noise_scale.is_finite() && self.noise_scale >= 0.0) {
-            return Err("noise_scale must be a non-negative number".into());
-        }
-        if kind != NoiseKind::None && self.noise_scale == 0.0 {
-            return Err(format!(
-                "noise = {:?} needs a positive noise_scale",
-                self.noise
-            ));
-        }
-        let aggregate = match self.aggregate.as_str() {
-            "logits" => Aggregate::Logits,
-            "votes" => Aggregate::Votes,
-            other => return Err(format!("aggregate {other:?} is not one of logits, votes")),
-        };
+        let output = OutputMode::from_parts(self.output, self.scores_bits, self.k)?;
+        let noise = Noise::new(self.noise, self.noise_scale)?;
         Ok(Policy {
             output,
-            noise: Noise {
-                kind,
-                scale: if kind == NoiseKind::None {
-                    0.0
-                } else {
-                    self.noise_scale
-                },
-            },
+            noise,
             clamp_inputs: self.clamp_inputs,
-            aggregate,
+            aggregate: self.aggregate,
         })
     }
 }

@@ -139,6 +139,31 @@ impl ServiceError {
     }
 }
 
+impl ServiceError {
+    /// The same error again, for one that several waiters share (a key
+    /// load many requests waited for).
+    pub fn shared(e: &ServiceError) -> Self {
+        use ServiceError::*;
+        match e {
+            Unauthenticated(m) => Unauthenticated(m.clone()),
+            NotFound(m) => NotFound(m.clone()),
+            InvalidArgument(m) => InvalidArgument(m.clone()),
+            Input { context, source } => InvalidArgument(format!("{context}: {source}")),
+            ResourceExhausted(m) => ResourceExhausted(m.clone()),
+            FailedPrecondition(m) => FailedPrecondition(m.clone()),
+            PermissionDenied(m) => PermissionDenied(m.clone()),
+            DeadlineExceeded(m) => DeadlineExceeded(m.clone()),
+            Cancelled => Cancelled,
+            Unavailable(m) => Unavailable(m.clone()),
+            Stream(s) => Stream(s.clone()),
+            Internal { context, message } => Internal {
+                context,
+                message: message.clone(),
+            },
+        }
+    }
+}
+
 impl From<blindfold_runtime::Error> for ServiceError {
     fn from(e: blindfold_runtime::Error) -> Self {
         ServiceError::input("request", e)

@@ -32,6 +32,8 @@ pub struct Model {
     /// RDP (per order) one answer costs: `1/σ²` for PATE, else 0.
     pub rdp_per_answer: f64,
     pub sha256: [u8; 32],
+    /// SHA-256 of each member's circuit file.
+    pub member_sha256: Vec<[u8; 32]>,
 }
 
 impl Model {
@@ -46,9 +48,12 @@ impl Model {
             .map_err(|m| err(blindfold_runtime::Error::Policy(m)))?;
         let mut hasher = Sha256::new();
         let mut members = Vec::new();
+        let mut member_sha256 = Vec::new();
         for path in entry.circuit_paths() {
             let text = blindfold_runtime::data::read_limited(&path, 256 << 20).map_err(err)?;
-            hasher.update(Sha256::digest(text.as_bytes()));
+            let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+            hasher.update(digest);
+            member_sha256.push(digest);
             members.push(Circuit::from_json(&text).map_err(err)?);
         }
         hasher.update(serde_json::to_vec(&policy).unwrap_or_default());
@@ -95,6 +100,7 @@ impl Model {
             description: entry.description.clone(),
             predict_clear: entry.predict_clear,
             sha256: hasher.finalize().into(),
+            member_sha256,
             responder: Arc::new(responder),
             cost,
             p_error,
@@ -203,6 +209,7 @@ impl Model {
             keyswitches_per_inference: cost.keyswitches as u32,
             predicted_p_error: self.p_error,
             circuit_sha256: self.sha256.to_vec(),
+            member_sha256: self.member_sha256.iter().map(|h| h.to_vec()).collect(),
             policy: Some(self.policy_proto()),
         }
     }

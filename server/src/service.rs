@@ -312,33 +312,28 @@ impl Service {
     /// under concurrent requests).
     async fn evaluation_key(&self, record: &KeyRecord) -> Result<Arc<EvaluationKey>, ServiceError> {
         let state = &self.0;
-        if let Some(k) = state.cache.get(&record.key_id) {
-            return Ok(k);
-        }
-        let lock = state.cache.load_lock(&record.key_id);
-        let _loading = lock.lock().await;
-        if let Some(k) = state.cache.get(&record.key_id) {
-            return Ok(k);
-        }
         let params = ParamSet::from_name(&record.parameter_set)
             .ok_or_else(|| ServiceError::internal("key store", "unknown stored parameter set"))?;
         let path = state.store.blob_path(&record.key_id);
         let limit = state.limits.max_key_bytes;
-        let started = Instant::now();
-        let (key, _) = state
-            .pool
-            .run(move |_| load_key(&path, params, limit))
-            .await?;
-        let key = Arc::new(key.map_err(|e| ServiceError::internal("loading a stored key", e))?);
-        tracing::info!(
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            bytes = key.memory_bytes(),
-            "loaded an evaluation key into the cache"
-        );
+        let pool = &state.pool;
+        let load = async move {
+            let started = Instant::now();
+            let (key, _) = pool.run(move |_| load_key(&path, params, limit)).await?;
+            let key = key.map_err(|e| ServiceError::internal("loading a stored key", e))?;
+            let bytes = key.memory_bytes();
+            tracing::info!(
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                bytes,
+                "loaded an evaluation key into the cache"
+            );
+            Ok::<_, ServiceError>((Arc::new(key), bytes))
+        };
         state
             .cache
-            .insert(&record.key_id, key.clone(), key.memory_bytes());
-        Ok(key)
+            .get_or_load(&record.key_id, load)
+            .await
+            .map_err(|e| ServiceError::shared(&e))
     }
 
     async fn next_chunk(
@@ -466,7 +461,10 @@ impl Service {
                 "this identity holds {n} keys, the limit; delete one first"
             ))),
             Commit::AlreadyRegistered | Commit::Registered => {
-                state.cache.insert(&key_id, key.clone(), key.memory_bytes());
+                state
+                    .cache
+                    .insert(&key_id, key.clone(), key.memory_bytes())
+                    .await;
                 Ok(v1::RegisterKeyResponse {
                     key_id,
                     already_registered: outcome == Commit::AlreadyRegistered,
@@ -726,7 +724,7 @@ impl Service {
             )));
         }
         if blob_gone {
-            self.0.cache.remove(&key_id);
+            self.0.cache.remove(&key_id).await;
         }
         Ok(v1::DeleteKeyResponse {})
     }
@@ -748,26 +746,44 @@ fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
+impl Service {
+    /// One RPC: its outcome recorded (metrics, one log line), its error
+    /// mapped to a status.
+    async fn call<Req, Resp, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        handler: impl FnOnce(Request<Req>) -> Fut,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Fut: std::future::Future<Output = Result<Resp, ServiceError>>,
+    {
+        let rpc = Rpc::new(&self.0, method, &request);
+        rpc.finish(handler(request).await.map(Response::new))
+    }
+}
+
 #[tonic::async_trait]
 impl v1::models_server::Models for Service {
     async fn list_models(
         &self,
         request: Request<v1::ListModelsRequest>,
     ) -> Result<Response<v1::ListModelsResponse>, Status> {
-        let rpc = Rpc::new(&self.0, "ListModels", &request);
-        let models = self.0.registry.all().map(|m| m.summary()).collect();
-        rpc.finish(Ok(Response::new(v1::ListModelsResponse { models })))
+        self.call("ListModels", request, |_| async {
+            let models = self.0.registry.all().map(|m| m.summary()).collect();
+            Ok(v1::ListModelsResponse { models })
+        })
+        .await
     }
 
     async fn get_model(
         &self,
         request: Request<v1::GetModelRequest>,
     ) -> Result<Response<v1::ModelSpec>, Status> {
-        let rpc = Rpc::new(&self.0, "GetModel", &request);
-        let r = self
-            .model(&request.get_ref().name)
-            .map(|m| Response::new(m.spec()));
-        rpc.finish(r)
+        self.call("GetModel", request, |r| async move {
+            self.model(&r.get_ref().name).map(|m| m.spec())
+        })
+        .await
     }
 }
 
@@ -777,27 +793,24 @@ impl v1::keys_server::Keys for Service {
         &self,
         request: Request<Streaming<v1::RegisterKeyChunk>>,
     ) -> Result<Response<v1::RegisterKeyResponse>, Status> {
-        let rpc = Rpc::new(&self.0, "RegisterKey", &request);
-        let r = self.register_key_inner(request).await.map(Response::new);
-        rpc.finish(r)
+        self.call("RegisterKey", request, |r| self.register_key_inner(r))
+            .await
     }
 
     async fn get_key_status(
         &self,
         request: Request<v1::GetKeyStatusRequest>,
     ) -> Result<Response<v1::KeyStatus>, Status> {
-        let rpc = Rpc::new(&self.0, "GetKeyStatus", &request);
-        let r = self.get_key_status_inner(request).await.map(Response::new);
-        rpc.finish(r)
+        self.call("GetKeyStatus", request, |r| self.get_key_status_inner(r))
+            .await
     }
 
     async fn delete_key(
         &self,
         request: Request<v1::DeleteKeyRequest>,
     ) -> Result<Response<v1::DeleteKeyResponse>, Status> {
-        let rpc = Rpc::new(&self.0, "DeleteKey", &request);
-        let r = self.delete_key_inner(request).await.map(Response::new);
-        rpc.finish(r)
+        self.call("DeleteKey", request, |r| self.delete_key_inner(r))
+            .await
     }
 }
 
@@ -807,26 +820,23 @@ impl v1::inference_server::Inference for Service {
         &self,
         request: Request<v1::PredictRequest>,
     ) -> Result<Response<v1::PredictResponse>, Status> {
-        let rpc = Rpc::new(&self.0, "Predict", &request);
-        let r = self.predict_inner(request).await.map(Response::new);
-        rpc.finish(r)
+        self.call("Predict", request, |r| self.predict_inner(r))
+            .await
     }
 
     async fn predict_clear(
         &self,
         request: Request<v1::PredictClearRequest>,
     ) -> Result<Response<v1::PredictClearResponse>, Status> {
-        let rpc = Rpc::new(&self.0, "PredictClear", &request);
-        let r = self.predict_clear_inner(request).await.map(Response::new);
-        rpc.finish(r)
+        self.call("PredictClear", request, |r| self.predict_clear_inner(r))
+            .await
     }
 
     async fn get_budget(
         &self,
         request: Request<v1::GetBudgetRequest>,
     ) -> Result<Response<v1::Budget>, Status> {
-        let rpc = Rpc::new(&self.0, "GetBudget", &request);
-        let r = self.get_budget_inner(request).await.map(Response::new);
-        rpc.finish(r)
+        self.call("GetBudget", request, |r| self.get_budget_inner(r))
+            .await
     }
 }

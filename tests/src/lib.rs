@@ -165,7 +165,7 @@ impl TestServer {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.metrics.expect("metrics enabled");
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
             .await
             .expect("write");
         let mut out = String::new();

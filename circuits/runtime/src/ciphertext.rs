@@ -166,12 +166,7 @@ impl Conformant for EncryptedInput {
     const KIND: &'static str = "encrypted input";
 
     fn check(&self) -> Result<()> {
-        if !(1..=16).contains(&self.precision_bits) {
-            return Err(Error::conformance(
-                Self::KIND,
-                format!("a {}-bit encoding", self.precision_bits),
-            ));
-        }
+        bits_within(Self::KIND, self.precision_bits, 16)?;
         // the count is the model's business ([`EncryptedInput::conform`])
         self.conform(self.params, self.precision_bits, self.len())
     }
@@ -181,15 +176,19 @@ impl Conformant for EncryptedOutput {
     const KIND: &'static str = "encrypted output";
 
     fn check(&self) -> Result<()> {
-        if !(1..=20).contains(&self.output_bits) {
-            return Err(Error::conformance(
-                Self::KIND,
-                format!("{}-bit values", self.output_bits),
-            ));
-        }
+        bits_within(Self::KIND, self.output_bits, 20)?;
         let size = self.params.big_lwe_dimension() + 1;
         let count = self.cts.as_ref().len() / size;
         self.conform(self.params, self.output_bits, count)
+    }
+}
+
+/// A declared precision of 1 to `max` bits.
+fn bits_within(kind: &'static str, bits: u32, max: u32) -> Result<()> {
+    if (1..=max).contains(&bits) {
+        Ok(())
+    } else {
+        Err(Error::conformance(kind, format!("{bits}-bit values")))
     }
 }
 

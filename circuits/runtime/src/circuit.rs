@@ -200,7 +200,7 @@ impl ClientSpec {
     /// Checks a spec that came from elsewhere (a server, a file) before
     /// keys or ciphertexts are made from it.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Artifact(format!("client spec: {m}")));
+        let bad = |m: String| Err(Error::Spec(format!("client spec: {m}")));
         let n = self.params.polynomial_size() as u64;
         if self.precision_bits == 0 || 1u64.checked_shl(self.precision_bits).is_none_or(|w| w > n) {
             return bad(format!(
@@ -243,7 +243,7 @@ impl ClientSpec {
         self.input
             .preprocessing
             .check_len(len)
-            .map_err(|e| Error::Artifact(e.to_string()))
+            .map_err(|e| Error::Spec(e.to_string()))
     }
 }
 
@@ -294,17 +294,14 @@ impl Circuit {
         ClientSpec::from(self)
     }
 
-    /// Decoded logits (signed output values times the output scale).
+    /// The bare circuit's logits for its outputs (what [`ClientSpec`] of a
+    /// raw answer decodes too).
     pub fn decode_output(&self, out: &[i64]) -> Vec<f64> {
-        decode_logits(
-            out,
-            self.output_bits,
-            self.output_scale,
-            self.output_zero_point,
-        )
+        let (bits, scale) = (self.output_bits, self.output_scale);
+        decode_logits(out, bits, scale, self.output_zero_point)
     }
 
-    /// Predicted class for a (decrypted or clear) output vector.
+    /// The class a bare-circuit answer predicts.
     pub fn predict_class(&self, out: &[i64]) -> usize {
         crate::data::argmax(&self.decode_output(out))
     }

@@ -26,34 +26,29 @@ impl Dataset {
         Self::parse_csv(&text).map_err(|e| Error::Data(format!("{}: {e}", path.display())))
     }
 
+    /// Parses a labelled CSV: a header row, then features and a
+    /// non-negative integer label per row (every row as wide as the header).
     pub fn parse_csv(text: &str) -> std::result::Result<Self, String> {
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let header: Vec<String> = lines
-            .next()
-            .ok_or("empty file")?
-            .split(',')
-            .map(|s| s.trim().to_string())
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(str::to_string)
             .collect();
         if header.len() < 2 {
             return Err("need at least one feature column and a label column".into());
         }
         let mut features = Vec::new();
         let mut labels = Vec::new();
-        for (i, line) in lines.enumerate() {
-            let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-            if cells.len() != header.len() {
-                return Err(format!(
-                    "row {} has {} columns, the header has {}",
-                    i,
-                    cells.len(),
-                    header.len()
-                ));
-            }
+        for (i, record) in reader.records().enumerate() {
+            let record = record.map_err(|e| format!("row {i}: {e}"))?;
+            let cells: Vec<&str> = record.iter().collect();
             let (label, feats) = cells.split_last().ok_or("empty row")?;
-            let row = feats
-                .iter()
-                .map(|c| c.parse::<f64>().map_err(|e| format!("row {i}: {c:?}: {e}")))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let row = parse_numbers(feats).map_err(|e| format!("row {i}: {e}"))?;
             let label: f64 = label
                 .parse()
                 .map_err(|e| format!("row {i}: label {label:?}: {e}"))?;
@@ -91,6 +86,46 @@ impl Dataset {
             self.labels[range.start..=range.end].to_vec(),
         ))
     }
+}
+
+/// Rows of numbers (features only) from a CSV file: a first line that is
+/// not all numbers is a header and skipped; every row must hold
+/// `features` values.
+pub fn read_feature_rows(path: &Path, features: usize) -> Result<Vec<Vec<f64>>> {
+    let text = read_limited(path, MAX_CSV_BYTES)?;
+    let bad = |m: String| Error::Data(format!("{}: {m}", path.display()));
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| bad(e.to_string()))?;
+        let cells: Vec<&str> = record.iter().collect();
+        match parse_numbers(&cells) {
+            Ok(values) => rows.push(values),
+            Err(_) if n == 0 => {} // header
+            Err(e) => return Err(bad(format!("line {}: {e}", n + 1))),
+        }
+    }
+    if rows.is_empty() {
+        return Err(bad("no rows".into()));
+    }
+    if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != features) {
+        return Err(bad(format!(
+            "row {i}: {} features, the model takes {features}",
+            r.len()
+        )));
+    }
+    Ok(rows)
+}
+
+fn parse_numbers(cells: &[&str]) -> std::result::Result<Vec<f64>, String> {
+    cells
+        .iter()
+        .map(|c| c.parse::<f64>().map_err(|e| format!("{c:?}: {e}")))
+        .collect()
 }
 
 /// An inclusive row range, written `A..B` on the command line (`A..=B` also accepted).

@@ -30,10 +30,44 @@ impl std::fmt::Display for OutputMode {
     }
 }
 
+/// An output mode's name, as configuration files spell it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputName {
+    Raw,
+    Scores,
+    #[default]
+    Label,
+    TopK,
+}
+
+impl OutputMode {
+    /// The mode named `name` with its parameter (`scores_bits` for
+    /// `scores`, `k` for `top_k`, neither for the others).
+    pub fn from_parts(
+        name: OutputName,
+        scores_bits: Option<u32>,
+        k: Option<usize>,
+    ) -> Result<Self, String> {
+        match (name, scores_bits, k) {
+            (OutputName::Raw, None, None) => Ok(OutputMode::Raw),
+            (OutputName::Label, None, None) => Ok(OutputMode::Label),
+            (OutputName::Scores, Some(bits), None) => Ok(OutputMode::Scores { bits }),
+            (OutputName::Scores, None, _) => Err("output = \"scores\" needs scores_bits".into()),
+            (OutputName::TopK, None, Some(k)) => Ok(OutputMode::TopK { k }),
+            (OutputName::TopK, _, None) => Err("output = \"top_k\" needs k".into()),
+            (other, _, _) => Err(format!(
+                "scores_bits goes with output = \"scores\" and k with \"top_k\", not {other:?}"
+            )),
+        }
+    }
+}
+
 /// Noise distribution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoiseKind {
+    #[default]
     None,
     /// `scale` is the standard deviation.
     Gaussian,
@@ -55,30 +89,49 @@ impl Noise {
         scale: 0.0,
     };
 
+    /// Noise of `kind` at `scale`: a positive finite scale unless `kind`
+    /// is none (then the scale is ignored).
+    pub fn new(kind: NoiseKind, scale: f64) -> Result<Self, String> {
+        if !(scale.is_finite() && scale >= 0.0) {
+            return Err("noise_scale must be a non-negative number".into());
+        }
+        match kind {
+            NoiseKind::None => Ok(Self::NONE),
+            _ if scale == 0.0 => Err(format!("noise = {kind:?} needs a positive noise_scale")),
+            _ => Ok(Self { kind, scale }),
+        }
+    }
+
     pub fn is_none(&self) -> bool {
         self.kind == NoiseKind::None || self.scale == 0.0
     }
 
     /// One sample per class from `rng` (the server passes a CSPRNG).
     pub fn sample(&self, n: usize, rng: &mut dyn rand_core::RngCore) -> Vec<f64> {
-        // uniform in (0, 1): 53 random bits, never 0
-        let mut uniform = || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        use rand_distr::{Distribution, Exp, StandardNormal};
         match self.kind {
             _ if self.is_none() => vec![0.0; n],
             NoiseKind::None => vec![0.0; n],
             NoiseKind::Gaussian => (0..n)
                 .map(|_| {
-                    // Box–Muller
-                    let (u1, u2) = (uniform(), uniform());
-                    self.scale * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+                    let z: f64 = StandardNormal.sample(rng);
+                    self.scale * z
                 })
                 .collect(),
-            NoiseKind::Laplace => (0..n)
-                .map(|_| {
-                    let u = uniform() - 0.5;
-                    -self.scale * u.signum() * (1.0 - 2.0 * u.abs()).ln()
-                })
-                .collect(),
+            // Laplace(b): an exponential of mean b with a random sign
+            NoiseKind::Laplace => match Exp::new(1.0 / self.scale) {
+                Ok(exp) => (0..n)
+                    .map(|_| {
+                        let e: f64 = exp.sample(rng);
+                        if rng.next_u32() & 1 == 0 {
+                            e
+                        } else {
+                            -e
+                        }
+                    })
+                    .collect(),
+                Err(_) => vec![0.0; n],
+            },
         }
     }
 

@@ -119,9 +119,11 @@ pub enum NetCommand {
         #[arg(long)]
         keys: PathBuf,
     },
-    /// Run the attack lab against a server serving `server/audit.toml`:
-    /// extraction, memorization, membership, inversion and adversarial
-    /// transfer under each policy, plus honest-user accuracy.
+    /// Run the attack lab against a server: extraction, memorization,
+    /// membership, inversion and adversarial transfer under each policy it
+    /// serves the audit's victims with (recognized by their circuits'
+    /// hashes, policies read from GetModel; `server/audit.toml` serves the
+    /// reference suite), plus honest-user accuracy.
     Audit {
         /// Small query counts (a couple of minutes) instead of the full audit
         #[arg(long)]
@@ -545,7 +547,8 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-/// `blindfold audit`: every attack under every policy of the audit server.
+/// `blindfold audit`: every attack under every policy the server serves the
+/// audit's victims with.
 async fn audit(
     server: &ServerArgs,
     short: bool,
@@ -555,19 +558,26 @@ async fn audit(
     only: &[String],
     repo: &Path,
 ) -> anyhow::Result<()> {
+    use blindfold_lab::discover::{targets as discover_targets, Served, Victims};
     use blindfold_lab::remote::{check_encrypted, RemoteOracle};
-    use blindfold_lab::suite::{
-        audit_policy, default_targets, render, summary_table, Data, SuiteOptions,
-    };
+    use blindfold_lab::suite::{audit_policy, render, summary_table, Data, SuiteOptions};
     use blindfold_lab::{AuditError, Oracle};
     let started = Instant::now();
     let remote = connect(server).await?;
-    let budget = remote
-        .get_model("mlp-default")
-        .await
-        .ok()
-        .and_then(|(m, _)| m.policy.and_then(|p| p.budget).and_then(|b| b.answers));
-    let mut targets = default_targets(budget);
+    // the victims and policies, from what the server says of each model
+    let mut served = Vec::new();
+    for m in remote.list_models().await? {
+        let (spec, _) = remote.get_model(&m.name).await?;
+        served.push(Served::from_spec(&spec)?);
+    }
+    let mut targets = discover_targets(&served, &Victims::reference(repo)?);
+    if targets.is_empty() {
+        bail!(
+            "{} serves none of the audit's victims (the circuits under {}/models)",
+            server.server,
+            repo.display()
+        );
+    }
     if !only.is_empty() {
         targets.retain(|t| only.iter().any(|o| t.policy.contains(o.as_str())));
     }
@@ -603,7 +613,11 @@ async fn audit(
     let mut checks = Vec::new();
     if fhe_sample > 0 {
         let dir = KeyDir::new(keys);
-        let (_, probe) = remote.get_model("mlp-label").await?;
+        let probe_model = targets
+            .iter()
+            .find_map(|t| t.mlp.clone())
+            .ok_or_else(|| anyhow::anyhow!("no R1 victim to check through encryption"))?;
+        let (_, probe) = remote.get_model(&probe_model).await?;
         if !dir.exists() || dir.params()? != probe.params {
             eprintln!(
                 "generating {} keys in {}",

@@ -7,7 +7,7 @@ mod commands;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use blindfold_compiler::pipeline::{DataOverride, ModelBundle};
 use blindfold_compiler::quant::{QuantConfig, Rounding};
@@ -80,9 +80,9 @@ struct CompileArgs {
     /// Test rows, inclusive, e.g. 1347..1796
     #[arg(long)]
     test: Option<RowRange>,
-    /// Parameter set: auto, 2_2 or 3_3 (tfhe-rs V1_8 KS_PBS TUNIFORM 2M128 sets)
-    #[arg(long, default_value = "auto")]
-    params: String,
+    /// Parameter set (tfhe-rs V1_8 KS_PBS TUNIFORM 2M128 sets)
+    #[arg(long, value_enum, default_value_t = ParamsArg::Auto)]
+    params: ParamsArg,
     /// Accumulator window bits [default: 5 for 2_2, 7 for 3_3]
     #[arg(long)]
     accumulator_bits: Option<u32>,
@@ -98,12 +98,44 @@ struct CompileArgs {
     /// Sweeps of rounding refinement on the calibration rows (0 = off)
     #[arg(long, default_value_t = 2)]
     refine_sweeps: usize,
-    /// Weight rounding: error-feedback or nearest
-    #[arg(long, default_value = "error-feedback")]
-    rounding: String,
+    /// Weight rounding
+    #[arg(long, value_enum, default_value_t = RoundingArg::ErrorFeedback)]
+    rounding: RoundingArg,
     /// Accept a cheaper parameter set if it loses at most this much training accuracy
     #[arg(long, default_value_t = 0.015)]
     max_loss: f64,
+}
+
+/// `--params`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ParamsArg {
+    /// The cheapest set that loses at most `--max-loss` validation accuracy
+    Auto,
+    /// V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128 (N = 2048)
+    #[value(name = "2_2")]
+    Message2Carry2,
+    /// V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M128 (N = 8192)
+    #[value(name = "3_3")]
+    Message3Carry3,
+}
+
+impl ParamsArg {
+    fn set(self) -> Option<ParamSet> {
+        match self {
+            ParamsArg::Auto => None,
+            ParamsArg::Message2Carry2 => Some(ParamSet::Message2Carry2),
+            ParamsArg::Message3Carry3 => Some(ParamSet::Message3Carry3),
+        }
+    }
+}
+
+/// `--rounding`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RoundingArg {
+    /// Error feedback through the calibration inputs (OBQ/GPTQ style)
+    ErrorFeedback,
+    /// Round to nearest
+    Nearest,
 }
 
 fn parse_stage_bits(s: &str) -> Result<(usize, u32), String> {
@@ -124,16 +156,10 @@ fn compile_model(model: &Path, a: &CompileArgs) -> anyhow::Result<(ModelBundle, 
     };
     let bundle =
         ModelBundle::load(model, &over).with_context(|| format!("loading {}", model.display()))?;
-    let params = match a.params.as_str() {
-        "auto" => None,
-        other => Some(ParamSet::from_name(other).ok_or_else(|| {
-            anyhow::anyhow!("unknown parameter set {other:?}: use auto, 2_2 or 3_3")
-        })?),
-    };
-    let rounding = match a.rounding.as_str() {
-        "error-feedback" => Rounding::ErrorFeedback,
-        "nearest" => Rounding::Nearest,
-        other => anyhow::bail!("unknown rounding {other:?}: use error-feedback or nearest"),
+    let params = a.params.set();
+    let rounding = match a.rounding {
+        RoundingArg::ErrorFeedback => Rounding::ErrorFeedback,
+        RoundingArg::Nearest => Rounding::Nearest,
     };
     let mut base = QuantConfig {
         rounding,

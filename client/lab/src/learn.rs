@@ -6,7 +6,7 @@
 //!   with L2.
 //! * [`Mlp`]: one hidden ReLU layer of configurable width, mini-batch Adam.
 //! * [`least_squares`]: ridge-stabilized normal equations solved by
-//!   Cholesky, for equation solving.
+//!   Cholesky (nalgebra), for equation solving.
 //!
 //! Everything is plain `Vec<f64>` arithmetic driven by the seeded
 //! [`Rng`], so a run with the same seed gives the same model. Parallel
@@ -665,8 +665,12 @@ impl NormalEquations {
             for p in 0..d {
                 m[p * d + p] += lambda;
             }
-            if let Some(l) = cholesky(&mut m, d) {
-                return Ok(cholesky_solve(l, d, &self.rhs));
+            let m = nalgebra::DMatrix::from_row_slice(d, d, &m);
+            if let Some(chol) = nalgebra::linalg::Cholesky::new(m) {
+                let x = chol.solve(&nalgebra::DVector::from_column_slice(&self.rhs));
+                if x.iter().all(|v| v.is_finite()) {
+                    return Ok(x.iter().copied().collect());
+                }
             }
             lambda *= 10.0;
         }
@@ -721,51 +725,6 @@ pub fn least_squares(a: &[&[f64]], b: &[f64], ridge: f64) -> Result<Vec<f64>, Au
         ne.merge(p)?;
     }
     ne.solve(ridge)
-}
-
-/// In-place lower Cholesky factor of a symmetric `d×d` matrix; `None` if
-/// it is not (numerically) positive definite.
-fn cholesky(m: &mut [f64], d: usize) -> Option<&[f64]> {
-    for j in 0..d {
-        let mut s = m[j * d + j];
-        for k in 0..j {
-            s -= m[j * d + k] * m[j * d + k];
-        }
-        if !(s > 0.0 && s.is_finite()) {
-            return None;
-        }
-        let ljj = s.sqrt();
-        m[j * d + j] = ljj;
-        for i in j + 1..d {
-            let mut s = m[i * d + j];
-            for k in 0..j {
-                s -= m[i * d + k] * m[j * d + k];
-            }
-            m[i * d + j] = s / ljj;
-        }
-    }
-    Some(m)
-}
-
-/// Solves `L·Lᵀ·x = r` by forward then backward substitution.
-fn cholesky_solve(l: &[f64], d: usize, r: &[f64]) -> Vec<f64> {
-    let mut y = vec![0.0; d];
-    for i in 0..d {
-        let mut s = r[i];
-        for k in 0..i {
-            s -= l[i * d + k] * y[k];
-        }
-        y[i] = s / l[i * d + i];
-    }
-    let mut x = vec![0.0; d];
-    for i in (0..d).rev() {
-        let mut s = y[i];
-        for k in i + 1..d {
-            s -= l[k * d + i] * x[k];
-        }
-        x[i] = s / l[i * d + i];
-    }
-    x
 }
 
 #[cfg(test)]

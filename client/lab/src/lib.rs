@@ -12,6 +12,7 @@
 //! `Oracle::query`.
 
 pub mod adversarial;
+pub mod discover;
 pub mod extraction;
 pub mod inversion;
 pub mod learn;
@@ -148,11 +149,10 @@ impl Rng {
         (self.uniform() * n as f64) as usize % n.max(1)
     }
 
-    /// Standard normal (Box–Muller).
+    /// Standard normal.
     pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform();
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        use rand_distr::Distribution;
+        rand_distr::StandardNormal.sample(&mut self.0)
     }
 
     /// A uniformly random digits image: 64 pixels, integers in `0..=16`.

@@ -1,12 +1,13 @@
 //! The whole audit: every attack against every policy, as one report.
 //!
-//! A policy is audited through oracles opened by name (served models of
-//! `server/audit.toml`, or local models in tests): the victims `logreg`
-//! (softmax regression), `mlp` (R1) and `canary` (R1's architecture trained
-//! with canaries) under that policy, plus each victim's noise-free raw
-//! view as the `reference` that extraction agreement is measured against
-//! (its queries never count against the attack). A policy with an answer
-//! budget is audited on the same model without a budget, each attack
+//! A policy is audited through oracles opened by name (served models a
+//! server reports, matched to victims by [`super::discover`], or local
+//! models in tests): the victims `logreg` (softmax regression), `mlp` (R1)
+//! and `canary` (R1's architecture trained with canaries) under that
+//! policy, plus each victim's noise-free raw view as the `reference` that
+//! extraction agreement is measured against (its queries never count
+//! against the attack). A policy with an answer budget is audited on an
+//! unlimited twin of its model when the server has one, each attack
 //! getting the budget afresh through [`Budgeted`]: the curves show where
 //! the budget cuts them (the server's enforcement of budgets is tested on
 //! its own).
@@ -19,6 +20,7 @@ use blindfold_runtime::data::{Dataset, RowRange};
 use serde::Serialize;
 
 use super::adversarial::{papernot_transfer, PapernotConfig, SeedSet, TransferReport};
+use super::discover::Role;
 use super::extraction::{
     equation_solving, retraining, ExtractionCurve, FeatureMap, Setup, Strategy, SurrogateKind,
 };
@@ -158,7 +160,8 @@ pub struct PolicyReport {
     pub target: PolicyTarget,
     /// Accuracy honest users get from R1 under the policy (test split).
     pub utility: Option<f64>,
-    pub extraction: Vec<(String, ExtractionCurve)>,
+    /// `(attack on victim, curve, the victim's role)`.
+    pub extraction: Vec<(String, ExtractionCurve, Role)>,
     pub exposure: Option<ExposureReport>,
     pub membership: Option<MembershipReport>,
     pub inversion: Option<InversionReport>,
@@ -252,9 +255,9 @@ pub fn audit_policy(
     let points = points_for(opts, budget);
     let mut rng = Rng::new(opts.seed);
     // extraction
-    for (victim, reference) in [
-        (&target.logreg, &target.logreg_reference),
-        (&target.mlp, &target.mlp_reference),
+    for (role, victim, reference) in [
+        (Role::Logreg, &target.logreg, &target.logreg_reference),
+        (Role::Mlp, &target.mlp, &target.mlp_reference),
     ] {
         let (Some(victim), Some(reference)) = (victim, reference) else {
             continue;
@@ -271,7 +274,7 @@ pub fn audit_policy(
         let c = equation_solving(o.as_mut(), refo.as_mut(), &setup, &points, &mut rng)?;
         report
             .extraction
-            .push((format!("{victim}: equation solving"), c));
+            .push((format!("{victim}: equation solving"), c, role));
         let mut strategies = vec![Strategy::Uniform];
         if opts.adaptive {
             strategies.push(Strategy::Adaptive);
@@ -293,7 +296,7 @@ pub fn audit_policy(
             )?;
             report
                 .extraction
-                .push((format!("{victim}: label retraining, {strategy:?}"), c));
+                .push((format!("{victim}: label retraining, {strategy:?}"), c, role));
         }
     }
     if let Some(mlp) = &target.mlp {
@@ -363,44 +366,6 @@ fn tolerate_refusal<T>(r: Result<T, AuditError>) -> Result<Option<T>, AuditError
     }
 }
 
-/// The audit's default targets: the models of `server/audit.toml`.
-/// `budget` is the answer budget of the default policy (read from the
-/// server's `GetModel` of `mlp-default`).
-pub fn default_targets(budget: Option<u64>) -> Vec<PolicyTarget> {
-    let t = |policy: &str, suffix: &str, budget: Option<u64>| PolicyTarget {
-        policy: policy.into(),
-        logreg: Some(format!("logreg-{suffix}")),
-        mlp: Some(format!("mlp-{suffix}")),
-        canary: Some(format!("canary-{suffix}")),
-        logreg_reference: Some("logreg-raw".into()),
-        mlp_reference: Some("mlp-raw".into()),
-        budget,
-    };
-    let mut v = vec![
-        t("none (raw scores)", "raw", None),
-        t("scores truncated to 2 bits", "scores2", None),
-        t("label", "label", None),
-        t("label + noise σ=1", "label-noise", None),
-    ];
-    if let Some(b) = budget {
-        v.push(t(
-            &format!("default: label + noise σ=0.5 + {b} answers"),
-            "label-noise05",
-            Some(b),
-        ));
-    }
-    v.push(PolicyTarget {
-        policy: "PATE (5 teachers, GNMax σ=1)".into(),
-        logreg: None,
-        mlp: Some("pate".into()),
-        canary: None,
-        logreg_reference: None,
-        mlp_reference: Some("pate-quiet".into()),
-        budget: None,
-    });
-    v
-}
-
 fn pct(v: Option<f64>) -> String {
     v.map(|x| format!("{:.3}", x)).unwrap_or_else(|| "-".into())
 }
@@ -425,7 +390,7 @@ pub fn render(reports: &[PolicyReport]) -> String {
             r.seconds,
             pct(r.utility)
         ));
-        for (name, c) in &r.extraction {
+        for (name, c, _) in &r.extraction {
             let pts: Vec<String> = c
                 .points
                 .iter()
@@ -500,11 +465,12 @@ pub fn summary_table(reports: &[PolicyReport]) -> String {
         "| policy | honest accuracy | logreg eq. solving | logreg label retrain | R1 label retrain | canary exposure r=1/4/16 | membership AUC | inversion recognized | transfer ε=4 |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in reports {
-        let find = |needle: &str| {
+        // the first curve of `role` whose attack name contains `attack`
+        let find = |role: Role, attack: &str| {
             r.extraction
                 .iter()
-                .find(|(n, _)| n.contains(needle))
-                .map(|(_, c)| curve_cell(c))
+                .find(|(n, _, ro)| *ro == role && n.contains(attack))
+                .map(|(_, c, _)| curve_cell(c))
                 .unwrap_or_else(|| "-".into())
         };
         let exposure = r
@@ -522,17 +488,9 @@ pub fn summary_table(reports: &[PolicyReport]) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.target.policy,
             pct(r.utility),
-            find("logreg-"),
-            r.extraction
-                .iter()
-                .find(|(n, _)| n.starts_with("logreg") && n.contains("Uniform"))
-                .map(|(_, c)| curve_cell(c))
-                .unwrap_or_else(|| "-".into()),
-            r.extraction
-                .iter()
-                .find(|(n, _)| !n.starts_with("logreg") && n.contains("Uniform"))
-                .map(|(_, c)| curve_cell(c))
-                .unwrap_or_else(|| "-".into()),
+            find(Role::Logreg, "equation solving"),
+            find(Role::Logreg, "Uniform"),
+            find(Role::Mlp, "Uniform"),
             exposure,
             r.membership
                 .as_ref()

@@ -83,27 +83,7 @@ pub fn read_csv(
         let labels = ds.labels.iter().map(|l| Some(*l)).collect();
         (ds.features, labels)
     } else {
-        let text = blindfold_runtime::data::read_limited(path, 256 << 20)?;
-        let mut rows = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            let fields: Result<Vec<f64>, _> =
-                line.split(',').map(|f| f.trim().parse::<f64>()).collect();
-            match fields {
-                Ok(values) => rows.push(values),
-                Err(_) if n == 0 => {} // header
-                Err(_) => {
-                    return Err(ClientError::Input(format!(
-                        "{} line {}: not a row of numbers",
-                        path.display(),
-                        n + 1
-                    )))
-                }
-            }
-        }
+        let rows = blindfold_runtime::data::read_feature_rows(path, features)?;
         let labels = vec![None; rows.len()];
         (rows, labels)
     };
