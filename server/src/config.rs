@@ -196,7 +196,7 @@ pub struct PolicyEntry {
 
 impl PolicyEntry {
     /// The policy, or why it is not one.
-    pub fn policy(&self) -> Result<Policy, String> {
+    pub fn policy(&self) -> blindfold_runtime::Result<Policy> {
         let output = OutputMode::from_parts(self.output, self.scores_bits, self.k)?;
         let noise = Noise::new(self.noise, self.noise_scale)?;
         Ok(Policy {

@@ -82,66 +82,45 @@ impl Default for Metrics {
             "Time jobs waited for a compute slot",
             queue_wait.clone(),
         );
-        let counter = |registry: &mut Registry, name: &str, help: &str| {
+        let [auth_failures, bootstraps, keyswitches, inferences, key_upload_bytes] = [
+            (
+                "blindfold_auth_failures",
+                "Requests refused for a missing or invalid token",
+            ),
+            ("blindfold_bootstraps", "Programmable bootstraps performed"),
+            ("blindfold_keyswitches", "Keyswitches performed"),
+            ("blindfold_inferences", "Encrypted inferences completed"),
+            (
+                "blindfold_key_upload_bytes",
+                "Evaluation-key bytes received",
+            ),
+        ]
+        .map(|(name, help)| {
             let c = Counter::default();
             registry.register(name, help, c.clone());
             c
-        };
-        let auth_failures = counter(
-            &mut registry,
-            "blindfold_auth_failures",
-            "Requests refused for a missing or invalid token",
-        );
-        let bootstraps = counter(
-            &mut registry,
-            "blindfold_bootstraps",
-            "Programmable bootstraps performed",
-        );
-        let keyswitches = counter(
-            &mut registry,
-            "blindfold_keyswitches",
-            "Keyswitches performed",
-        );
-        let inferences = counter(
-            &mut registry,
-            "blindfold_inferences",
-            "Encrypted inferences completed",
-        );
-        let key_upload_bytes = counter(
-            &mut registry,
-            "blindfold_key_upload_bytes",
-            "Evaluation-key bytes received",
-        );
-        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+        });
+        let [queue_depth, running_jobs, key_cache_bytes, key_cache_entries, resident_memory] = [
+            ("blindfold_queue_depth", "Jobs waiting for a compute slot"),
+            ("blindfold_running_jobs", "Jobs on the compute pool now"),
+            (
+                "blindfold_key_cache_bytes",
+                "Bytes of decompressed evaluation keys in memory",
+            ),
+            (
+                "blindfold_key_cache_entries",
+                "Decompressed evaluation keys in memory",
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+            ),
+        ]
+        .map(|(name, help)| {
             let g = Gauge::<i64, AtomicI64>::default();
             registry.register(name, help, g.clone());
             g
-        };
-        let queue_depth = gauge(
-            &mut registry,
-            "blindfold_queue_depth",
-            "Jobs waiting for a compute slot",
-        );
-        let running_jobs = gauge(
-            &mut registry,
-            "blindfold_running_jobs",
-            "Jobs on the compute pool now",
-        );
-        let key_cache_bytes = gauge(
-            &mut registry,
-            "blindfold_key_cache_bytes",
-            "Bytes of decompressed evaluation keys in memory",
-        );
-        let key_cache_entries = gauge(
-            &mut registry,
-            "blindfold_key_cache_entries",
-            "Decompressed evaluation keys in memory",
-        );
-        let resident_memory = gauge(
-            &mut registry,
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes",
-        );
+        });
         Self {
             registry,
             requests,

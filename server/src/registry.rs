@@ -42,10 +42,7 @@ impl Model {
             name: entry.name.clone(),
             source: Box::new(source),
         };
-        let policy = entry
-            .policy
-            .policy()
-            .map_err(|m| err(blindfold_runtime::Error::Policy(m)))?;
+        let policy = entry.policy.policy().map_err(err)?;
         let mut hasher = Sha256::new();
         let mut members = Vec::new();
         let mut member_sha256 = Vec::new();

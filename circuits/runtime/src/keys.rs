@@ -21,6 +21,18 @@ use crate::params::ParamSet;
 use crate::serial::{Bytes, Conformant};
 use crate::{Error, Result};
 
+/// A key used with a model of another parameter set.
+pub(crate) fn params_mismatch(kind: &'static str, key: ParamSet, model: ParamSet) -> Error {
+    Error::conformance(
+        kind,
+        format!(
+            "the key is for {}, the model uses {}",
+            key.name(),
+            model.name()
+        ),
+    )
+}
+
 /// `Δ` for values of `bits` bits plus a padding bit.
 pub(crate) fn delta(bits: u32) -> u64 {
     1u64 << (63 - bits)
@@ -226,14 +238,7 @@ impl ClientKey {
 
     fn check_params(&self, spec: &ClientSpec) -> Result<()> {
         if spec.params != self.params {
-            return Err(Error::conformance(
-                "key",
-                format!(
-                    "the key is for {}, the model uses {}",
-                    self.params.name(),
-                    spec.params.name()
-                ),
-            ));
+            return Err(params_mismatch("key", self.params, spec.params));
         }
         Ok(())
     }

@@ -48,15 +48,16 @@ impl OutputMode {
         name: OutputName,
         scores_bits: Option<u32>,
         k: Option<usize>,
-    ) -> Result<Self, String> {
+    ) -> crate::Result<Self> {
+        let bad = |m: String| Err(crate::Error::Policy(m));
         match (name, scores_bits, k) {
             (OutputName::Raw, None, None) => Ok(OutputMode::Raw),
             (OutputName::Label, None, None) => Ok(OutputMode::Label),
             (OutputName::Scores, Some(bits), None) => Ok(OutputMode::Scores { bits }),
-            (OutputName::Scores, None, _) => Err("output = \"scores\" needs scores_bits".into()),
+            (OutputName::Scores, None, _) => bad("output = \"scores\" needs scores_bits".into()),
             (OutputName::TopK, None, Some(k)) => Ok(OutputMode::TopK { k }),
-            (OutputName::TopK, _, None) => Err("output = \"top_k\" needs k".into()),
-            (other, _, _) => Err(format!(
+            (OutputName::TopK, _, None) => bad("output = \"top_k\" needs k".into()),
+            (other, _, _) => bad(format!(
                 "scores_bits goes with output = \"scores\" and k with \"top_k\", not {other:?}"
             )),
         }
@@ -91,13 +92,17 @@ impl Noise {
 
     /// Noise of `kind` at `scale`: a positive finite scale unless `kind`
     /// is none (then the scale is ignored).
-    pub fn new(kind: NoiseKind, scale: f64) -> Result<Self, String> {
+    pub fn new(kind: NoiseKind, scale: f64) -> crate::Result<Self> {
         if !(scale.is_finite() && scale >= 0.0) {
-            return Err("noise_scale must be a non-negative number".into());
+            return Err(crate::Error::Policy(
+                "noise_scale must be a non-negative number".into(),
+            ));
         }
         match kind {
             NoiseKind::None => Ok(Self::NONE),
-            _ if scale == 0.0 => Err(format!("noise = {kind:?} needs a positive noise_scale")),
+            _ if scale == 0.0 => Err(crate::Error::Policy(format!(
+                "noise = {kind:?} needs a positive noise_scale"
+            ))),
             _ => Ok(Self { kind, scale }),
         }
     }

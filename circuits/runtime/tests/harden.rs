@@ -375,3 +375,67 @@ fn out_of_window_inputs_still_answer_a_class() {
         }
     }
 }
+
+/// The input clamp, every member of an ensemble and the hardening stage are
+/// nodes of one program, run by the one scheduler over both interpreters:
+/// each interpreter runs every node exactly once, and the encrypted answer
+/// decrypts to the clear one for the same noise.
+#[test]
+fn clamp_ensemble_and_stage_run_through_one_interpreter_pair() {
+    let c = fast();
+    let model = Responder::new(
+        Hardened::new(
+            "m",
+            vec![c.clone(); 3],
+            Policy {
+                output: OutputMode::Label,
+                noise: gaussian(1.0),
+                clamp_inputs: true,
+                aggregate: Aggregate::Votes,
+            },
+        )
+        .unwrap(),
+    );
+    let program = model.model().program();
+    let roles: Vec<Role> = program.nodes.iter().map(|n| n.role).collect();
+    let clamps = roles
+        .iter()
+        .filter(|r| matches!(r, Role::Clamp { .. }))
+        .count();
+    assert_eq!(clamps, c.input.len());
+    for member in 0..3 {
+        let neurons = roles
+            .iter()
+            .filter(|r| matches!(r, Role::Neuron { member: m, .. } if *m == member))
+            .count();
+        assert_eq!(neurons, c.pbs_per_inference(), "member {member}");
+    }
+    let stage = roles.iter().filter(|r| **r == Role::Stage).count();
+    assert!(stage > 0);
+    assert_eq!(
+        clamps + 3 * c.pbs_per_inference() + stage,
+        program.nodes.len()
+    );
+    // the clamp feeds every member's first layer, which keyswitches
+    assert!(program
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.role, Role::Neuron { layer: 0, .. }))
+        .all(|n| !n.reads_inputs && n.level == 2));
+
+    let ck = ClientKey::generate(c.params);
+    let ek = ck.evaluation_key().decompress();
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let (q, _) = &test_rows(&c, 1)[0];
+    let tables = model.draw(&mut rng);
+    let (clear, clear_stats) = match model.answer_with(Query::Clear(q), &tables, &never).unwrap() {
+        (Reply::Clear { values, .. }, stats) => (values, stats),
+        (Reply::Encrypted(_), _) => panic!("a clear query answered encrypted"),
+    };
+    let input = ck.encrypt(model.spec(), q).unwrap();
+    let (out, fhe_stats) = encrypted(&model, &input, &ek, &tables);
+    assert_eq!(clear_stats.bootstraps, program.nodes.len());
+    assert_eq!(fhe_stats.bootstraps, program.nodes.len());
+    assert_eq!(fhe_stats.keyswitches, clear_stats.keyswitches);
+    assert_eq!(ck.decrypt(model.spec(), &out).unwrap(), clear);
+}

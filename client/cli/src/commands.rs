@@ -405,20 +405,8 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                     out.push(r);
                 }
             }
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "predictions": out,
-                        "budget": budget.as_ref().map(budget_json),
-                    }))?
-                );
-            } else {
-                print_accuracy(out.iter().map(|r| (r.label, r.true_label)));
-                if let Some(b) = &budget {
-                    println!("budget: {}", fmt_budget(b));
-                }
-            }
+            let scored = out.iter().map(|r| (r.label, r.true_label));
+            print_listing(json, &out, scored, budget.as_ref())?;
         }
         NetCommand::PredictClear {
             model,
@@ -436,23 +424,15 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                 all.extend(r.predictions);
                 budget = r.budget;
             }
-            if json {
-                let list: Vec<_> = all
-                    .iter()
-                    .zip(&truth)
-                    .enumerate()
-                    .map(|(row, (p, t))| {
-                        serde_json::json!({"row": row, "label": p.label, "labels": p.labels, "true_label": t, "logits": p.logits})
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "predictions": list,
-                        "budget": budget.as_ref().map(budget_json),
-                    }))?
-                );
-            } else {
+            let list: Vec<_> = all
+                .iter()
+                .zip(&truth)
+                .enumerate()
+                .map(|(row, (p, t))| {
+                    serde_json::json!({"row": row, "label": p.label, "labels": p.labels, "true_label": t, "logits": p.logits})
+                })
+                .collect();
+            if !json {
                 for (row, (p, t)) in all.iter().zip(&truth).enumerate() {
                     let labels: Vec<usize> = p.labels.iter().map(|l| *l as usize).collect();
                     println!(
@@ -461,11 +441,9 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                         t.map(|t| format!(" (true {t})")).unwrap_or_default(),
                     );
                 }
-                print_accuracy(all.iter().zip(&truth).map(|(p, t)| (p.label as usize, *t)));
-                if let Some(b) = &budget {
-                    println!("budget: {}", fmt_budget(b));
-                }
             }
+            let scored = all.iter().zip(&truth).map(|(p, t)| (p.label as usize, *t));
+            print_listing(json, &list, scored, budget.as_ref())?;
         }
         NetCommand::Encrypt {
             model,
@@ -791,6 +769,31 @@ fn fmt_budget(b: &v1::Budget) -> String {
     s
 }
 
+/// The end of a listing of answers: one JSON document, or the accuracy
+/// and budget lines.
+fn print_listing<T: Serialize>(
+    json: bool,
+    predictions: &[T],
+    scored: impl Iterator<Item = (usize, Option<usize>)>,
+    budget: Option<&v1::Budget>,
+) -> anyhow::Result<()> {
+    if json {
+        let doc = serde_json::json!({
+            "predictions": predictions,
+            "budget": budget.map(budget_json),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print_accuracy(scored);
+        if let Some(b) = budget {
+            println!("budget: {}", fmt_budget(b));
+        }
+    }
+    Ok(())
+}
+
+// Kept by hand: snake_case names and readable modes, where a generated
+// serde mapping (pbjson) would print proto3 JSON names and enum constants.
 fn budget_json(b: &v1::Budget) -> serde_json::Value {
     serde_json::json!({
         "model": b.model,

@@ -544,6 +544,9 @@ fn upper_cholesky_of_inverse(h: &[f64], n: usize) -> Result<Vec<f64>> {
     Ok(u)
 }
 
+// Kept by hand (the lab uses nalgebra): a different factorization rounds
+// differently, which moves error-feedback decisions and so every shipped
+// circuit; the quantizer's rework (issue 11) is where it changes.
 fn cholesky_lower(a: &[f64], n: usize) -> Result<Vec<f64>> {
     let mut l = vec![0.0; n * n];
     for i in 0..n {

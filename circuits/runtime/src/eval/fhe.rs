@@ -27,7 +27,7 @@ use tfhe::shortint::parameters::ClassicPBSParameters;
 
 use crate::ciphertext::{EncryptedInput, EncryptedOutput};
 use crate::eval::{run, run_shared, Backend, Cancel, EvalStats};
-use crate::keys::{delta, EvaluationKey};
+use crate::keys::{delta, params_mismatch, EvaluationKey};
 use crate::params::ParamSet;
 use crate::program::{Program, Table, TableId, TableSet};
 use crate::{Error, Result};
@@ -80,14 +80,7 @@ impl<'a> Fhe<'a> {
     /// policies, for [`evaluate_shared`]).
     pub fn for_programs(key: &'a EvaluationKey, tables: Vec<&'a FheTables>) -> Result<Self> {
         if let Some(t) = tables.iter().find(|t| t.params != key.params) {
-            return Err(Error::conformance(
-                "evaluation key",
-                format!(
-                    "the key is for {}, the model uses {}",
-                    key.params.name(),
-                    t.params.name()
-                ),
-            ));
+            return Err(params_mismatch("evaluation key", key.params, t.params));
         }
         Ok(Self { key, tables })
     }
