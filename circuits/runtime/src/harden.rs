@@ -825,7 +825,8 @@ impl Hardened {
                 fail(v + ks + noise.modulus_switch)
             })
             .sum();
-        total.min(1.0)
+        // an empty sum is -0.0
+        (total + 0.0).min(1.0)
     }
 
     /// Checks a quantized input against the shared input encoding.
