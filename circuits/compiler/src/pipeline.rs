@@ -188,6 +188,9 @@ pub struct Fidelity {
     pub accuracy: f64,
     /// Accuracy of the float model on the same rows.
     pub float_accuracy: f64,
+    /// Fraction of rows where the clear circuit predicts what the float
+    /// model predicts (what a quantizer should be judged by).
+    pub agreement: f64,
     /// Mean KL divergence from the float model's softmax to the circuit's.
     pub kl: f64,
 }
@@ -197,7 +200,7 @@ pub fn fidelity(bundle: &ModelBundle, circuit: &Circuit, rows: RowRange) -> Resu
     let (raw, labels) = bundle.dataset.rows(rows)?;
     let (pre, _) = bundle.rows(rows)?;
     let program = Program::from_circuit(circuit)?;
-    let (mut ok, mut fok, mut kl) = (0usize, 0usize, 0.0);
+    let (mut ok, mut fok, mut agree, mut kl) = (0usize, 0usize, 0usize, 0.0);
     for ((r, x), label) in raw.iter().zip(&pre).zip(&labels) {
         let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
         let fl: Vec<f64> = bundle
@@ -210,6 +213,9 @@ pub fn fidelity(bundle: &ModelBundle, circuit: &Circuit, rows: RowRange) -> Resu
         let ql = circuit.decode_output(&run_program(&program, &TableSet::default(), &q)?);
         ok += usize::from(blindfold_runtime::data::argmax(&ql) == *label);
         fok += usize::from(blindfold_runtime::data::argmax(&fl) == *label);
+        agree += usize::from(
+            blindfold_runtime::data::argmax(&ql) == blindfold_runtime::data::argmax(&fl),
+        );
         let lp = blindfold_runtime::data::log_softmax(&fl);
         let lq = blindfold_runtime::data::log_softmax(&ql);
         kl += lp
@@ -222,6 +228,7 @@ pub fn fidelity(bundle: &ModelBundle, circuit: &Circuit, rows: RowRange) -> Resu
     Ok(Fidelity {
         accuracy: ok as f64 / n,
         float_accuracy: fok as f64 / n,
+        agreement: agree as f64 / n,
         kl: kl / n,
     })
 }

@@ -330,3 +330,29 @@ fn single_linear_layer_model_matches() {
     assert_eq!(circuit.ks_per_inference(), 0);
     assert_fhe_matches_clear(&circuit, &qcalib[..3]);
 }
+
+/// R1 on an N = 4096 set (6-bit window): the Gaussian-noise sets run the
+/// same program bit-exactly.
+#[test]
+fn digits_mlp_on_a_4096_set_matches_clear() {
+    let (bundle, circuit) = digits_mlp(
+        ParamSet::Message2Carry3,
+        QuantConfig {
+            accumulator_bits: 6,
+            input_bits: 2,
+            activation_bits: 3,
+            ..Default::default()
+        },
+    );
+    assert!(
+        circuit.report.p_fail_inference < 1e-6,
+        "{}",
+        circuit.report.p_fail_inference
+    );
+    let (rows, _) = bundle.dataset.rows(bundle.test).unwrap();
+    let inputs: Vec<Vec<i64>> = rows[..3]
+        .iter()
+        .map(|r| circuit.input.quantize(r).unwrap())
+        .collect();
+    assert_fhe_matches_clear(&circuit, &inputs);
+}

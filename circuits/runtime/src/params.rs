@@ -7,9 +7,19 @@
 
 use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::commons::noise_formulas::centered_mean_shifted_modulus_switch::centered_binary_shifted_modulus_switch_additive_variance;
-use tfhe::core_crypto::commons::noise_formulas::lwe_keyswitch::keyswitch_additive_variance_132_bits_security_tuniform;
-use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::pbs_variance_132_bits_security_tuniform_fft_mul;
+use tfhe::core_crypto::commons::noise_formulas::lwe_keyswitch::{
+    keyswitch_additive_variance_132_bits_security_gaussian,
+    keyswitch_additive_variance_132_bits_security_tuniform,
+};
+use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::{
+    pbs_variance_132_bits_security_gaussian_fft_mul,
+    pbs_variance_132_bits_security_tuniform_fft_mul,
+};
 use tfhe::core_crypto::prelude::{DynamicDistribution, LweDimension};
+use tfhe::shortint::parameters::v1_4::{
+    V1_4_PARAM_MESSAGE_2_CARRY_3_KS_PBS_GAUSSIAN_2M128,
+    V1_4_PARAM_MESSAGE_3_CARRY_2_KS_PBS_GAUSSIAN_2M128,
+};
 use tfhe::shortint::parameters::v1_8::{
     V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128,
     V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M128,
@@ -27,6 +37,15 @@ pub enum ParamSet {
     /// `V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M128`: N = 8192, n = 1077.
     #[serde(rename = "V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M128")]
     Message3Carry3,
+    /// `V1_4_PARAM_MESSAGE_2_CARRY_3_KS_PBS_GAUSSIAN_2M128`: N = 4096,
+    /// n = 930, two PBS levels (low bootstrap output noise). tfhe-rs's
+    /// `1_4` set has the same cryptographic parameters.
+    #[serde(rename = "V1_4_PARAM_MESSAGE_2_CARRY_3_KS_PBS_GAUSSIAN_2M128")]
+    Message2Carry3,
+    /// `V1_4_PARAM_MESSAGE_3_CARRY_2_KS_PBS_GAUSSIAN_2M128`: N = 4096,
+    /// n = 928, one PBS level (cheaper, noisier outputs).
+    #[serde(rename = "V1_4_PARAM_MESSAGE_3_CARRY_2_KS_PBS_GAUSSIAN_2M128")]
+    Message3Carry2,
 }
 
 /// Every version of [`ParamSet`] ever serialized (see [`crate::serial`]).
@@ -36,12 +55,19 @@ pub enum ParamSetVersions {
 }
 
 impl ParamSet {
-    pub const ALL: [ParamSet; 2] = [ParamSet::Message2Carry2, ParamSet::Message3Carry3];
+    pub const ALL: [ParamSet; 4] = [
+        ParamSet::Message2Carry2,
+        ParamSet::Message3Carry3,
+        ParamSet::Message2Carry3,
+        ParamSet::Message3Carry2,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ParamSet::Message2Carry2 => "V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128",
             ParamSet::Message3Carry3 => "V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M128",
+            ParamSet::Message2Carry3 => "V1_4_PARAM_MESSAGE_2_CARRY_3_KS_PBS_GAUSSIAN_2M128",
+            ParamSet::Message3Carry2 => "V1_4_PARAM_MESSAGE_3_CARRY_2_KS_PBS_GAUSSIAN_2M128",
         }
     }
 
@@ -49,6 +75,8 @@ impl ParamSet {
         match self {
             ParamSet::Message2Carry2 => "2_2",
             ParamSet::Message3Carry3 => "3_3",
+            ParamSet::Message2Carry3 => "2_3",
+            ParamSet::Message3Carry2 => "3_2",
         }
     }
 
@@ -63,6 +91,8 @@ impl ParamSet {
         let p = match self {
             ParamSet::Message2Carry2 => V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128,
             ParamSet::Message3Carry3 => V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M128,
+            ParamSet::Message2Carry3 => V1_4_PARAM_MESSAGE_2_CARRY_3_KS_PBS_GAUSSIAN_2M128,
+            ParamSet::Message3Carry2 => V1_4_PARAM_MESSAGE_3_CARRY_2_KS_PBS_GAUSSIAN_2M128,
         };
         debug_assert!(matches!(
             p.modulus_switch_noise_reduction_params,
@@ -108,16 +138,22 @@ impl ParamSet {
             .0
             // the body is rounded too (uniform error of one 2N-th unit)
             + two_n.powi(-2) / 12.0;
-        let ks = keyswitch_additive_variance_132_bits_security_tuniform(
-            big,
-            p.lwe_dimension,
-            p.ks_base_log,
-            p.ks_level,
-            q,
-            q,
-        )
+        // tfhe-rs's formulas for the distribution each key was made with:
+        // the keyswitch key under the small key's noise, the bootstrap key
+        // under the GLWE key's
+        let ks = match p.lwe_noise_distribution {
+            DynamicDistribution::TUniform(_) => {
+                keyswitch_additive_variance_132_bits_security_tuniform
+            }
+            DynamicDistribution::Gaussian(_) => {
+                keyswitch_additive_variance_132_bits_security_gaussian
+            }
+        }(big, p.lwe_dimension, p.ks_base_log, p.ks_level, q, q)
         .0;
-        let pbs = pbs_variance_132_bits_security_tuniform_fft_mul(
+        let pbs = match p.glwe_noise_distribution {
+            DynamicDistribution::TUniform(_) => pbs_variance_132_bits_security_tuniform_fft_mul,
+            DynamicDistribution::Gaussian(_) => pbs_variance_132_bits_security_gaussian_fft_mul,
+        }(
             p.lwe_dimension,
             p.glwe_dimension,
             p.polynomial_size,
@@ -216,5 +252,37 @@ mod tests {
             assert!(n.modulus_switch > n.pbs_output, "{ps:?} {n:?}");
             assert_eq!(ParamSet::from_name(ps.name()), Some(ps));
         }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    /// The modulus switch, which sets the window a set supports, halves in
+    /// standard deviation with each doubling of N; the two-level N = 4096
+    /// set has a quieter bootstrap output than the one-level one.
+    #[test]
+    fn noise_follows_the_polynomial_size() {
+        for ps in ParamSet::ALL {
+            let n = ps.noise();
+            eprintln!(
+                "{} N={} σ_ms={:.3e} σ_ks={:.3e} σ_pbs={:.3e} σ_fresh={:.3e} max_output_bits={}",
+                ps.short_name(),
+                ps.polynomial_size(),
+                n.modulus_switch.sqrt(),
+                n.keyswitch.sqrt(),
+                n.pbs_output.sqrt(),
+                n.fresh_small.sqrt(),
+                ps.max_output_bits()
+            );
+        }
+        let ms = |p: ParamSet| p.noise().modulus_switch.sqrt();
+        assert!(ms(ParamSet::Message2Carry2) > ms(ParamSet::Message2Carry3));
+        assert!(ms(ParamSet::Message2Carry3) > ms(ParamSet::Message3Carry3));
+        assert!(
+            ParamSet::Message2Carry3.noise().pbs_output
+                < ParamSet::Message3Carry2.noise().pbs_output
+        );
     }
 }

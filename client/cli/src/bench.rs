@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use blindfold_compiler::pipeline::{circuit_accuracy, ModelBundle};
+use blindfold_compiler::pipeline::{circuit_accuracy, fidelity, ModelBundle};
 use blindfold_runtime::circuit::Circuit;
 use blindfold_runtime::eval::clear::run_program;
 use blindfold_runtime::eval::fhe::{
@@ -29,6 +29,11 @@ pub struct BenchReport {
     pub fhe_samples: usize,
     pub float_accuracy: f64,
     pub quantized_accuracy: f64,
+    /// Fraction of test rows where the quantized clear prediction equals
+    /// the float model's.
+    pub float_agreement: f64,
+    /// Mean KL divergence from the float softmax to the quantized one.
+    pub float_kl: f64,
     pub fhe_accuracy: f64,
     /// Fraction of FHE samples whose decrypted output vector equals the clear evaluator's.
     pub fhe_clear_agreement: f64,
@@ -98,6 +103,7 @@ pub fn run(
     }
     // quantized clear
     let (qc, _) = circuit_accuracy(circuit, &raw, &labels)?;
+    let fid = fidelity(bundle, circuit, bundle.test)?;
     let program = Program::from_circuit(circuit)?;
     let none = TableSet::default();
     let mut clear_us = Vec::new();
@@ -209,6 +215,8 @@ pub fn run(
         fhe_samples: samples,
         float_accuracy: fc as f64 / n as f64,
         quantized_accuracy: qc as f64 / n as f64,
+        float_agreement: fid.agreement,
+        float_kl: fid.kl,
         fhe_accuracy: fhe_correct as f64 / s,
         fhe_clear_agreement: agree as f64 / s,
         fhe_clear_label_agreement: label_agree as f64 / s,
@@ -287,7 +295,12 @@ impl BenchReport {
         );
         let _ = writeln!(
             s,
-            "\nFHE = clear: {:.3} of outputs bit-exact, {:.3} of labels; predicted p_error {:.2e} per inference",
+            "\nquantized vs float: {:.3} of test predictions agree, mean KL {:.4}",
+            self.float_agreement, self.float_kl
+        );
+        let _ = writeln!(
+            s,
+            "FHE = clear: {:.3} of outputs bit-exact, {:.3} of labels; predicted p_error {:.2e} per inference",
             self.fhe_clear_agreement, self.fhe_clear_label_agreement, self.predicted_p_error
         );
         let _ = writeln!(

@@ -117,6 +117,12 @@ enum ParamsArg {
     /// V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M128 (N = 8192)
     #[value(name = "3_3")]
     Message3Carry3,
+    /// V1_4_PARAM_MESSAGE_2_CARRY_3_KS_PBS_GAUSSIAN_2M128 (N = 4096, two PBS levels)
+    #[value(name = "2_3")]
+    Message2Carry3,
+    /// V1_4_PARAM_MESSAGE_3_CARRY_2_KS_PBS_GAUSSIAN_2M128 (N = 4096, one PBS level)
+    #[value(name = "3_2")]
+    Message3Carry2,
 }
 
 impl ParamsArg {
@@ -125,6 +131,8 @@ impl ParamsArg {
             ParamsArg::Auto => None,
             ParamsArg::Message2Carry2 => Some(ParamSet::Message2Carry2),
             ParamsArg::Message3Carry3 => Some(ParamSet::Message3Carry3),
+            ParamsArg::Message2Carry3 => Some(ParamSet::Message2Carry3),
+            ParamsArg::Message3Carry2 => Some(ParamSet::Message3Carry2),
         }
     }
 }
