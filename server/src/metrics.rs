@@ -259,11 +259,16 @@ mod tests {
         );
         assert!(text.contains("code=\"InvalidArgument\"} 1"));
         assert!(text.contains("blindfold_bootstraps_total 84"));
+        // prometheus-client writes the bucket bound before the family labels
         assert!(
             text.contains(
                 "blindfold_request_duration_seconds_bucket{le=\"0.5\",method=\"Predict\"} 2"
-            ) || text.contains(
-                "blindfold_request_duration_seconds_bucket{method=\"Predict\",le=\"0.5\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "blindfold_request_duration_seconds_bucket{le=\"0.1\",method=\"Predict\"} 1"
             ),
             "{text}"
         );
