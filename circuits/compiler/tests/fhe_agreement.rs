@@ -356,3 +356,157 @@ fn digits_mlp_on_a_4096_set_matches_clear() {
         .collect();
     assert_fhe_matches_clear(&circuit, &inputs);
 }
+
+/// Approximate rounding on real ciphertexts: a softmax regression on 2_2
+/// with accumulators 3 bits wider than the 5-bit window. Its one layer's
+/// bootstraps read fresh encryptions and are the outputs, so every
+/// rounding flip is visible: the number of decrypted outputs that differ
+/// from the clear path must match the noise model's prediction for the
+/// actual accumulators (per row, per output), within 5 standard
+/// deviations of the sum of Bernoulli trials.
+#[test]
+fn rounding_flips_match_the_noise_model() {
+    use blindfold_runtime::eval::clear::{run_on, Clear};
+    use blindfold_runtime::report::{bootstrap_change_probabilities, neuron_sigma};
+    let bundle =
+        ModelBundle::load(&repo("models/digits-logreg.onnx"), &DataOverride::default()).unwrap();
+    let circuit = compile_bundle(
+        &bundle,
+        &CompileOptions {
+            params: ParamSet::Message2Carry2,
+            quant: QuantConfig {
+                accumulator_bits: 5,
+                input_bits: 3,
+                rounding_bits: 3,
+                ..Default::default()
+            },
+        },
+    )
+    .unwrap()
+    .circuit;
+    assert_eq!(circuit.layers.len(), 1);
+    let layer = &circuit.layers[0];
+    assert_eq!(layer.acc_shift, 3);
+    let program = Program::from_circuit(&circuit).unwrap();
+    let ck = ClientKey::generate(circuit.params);
+    let ek = ck.evaluation_key().decompress();
+    let tables = FheTables::new(&program);
+    let backend = Fhe::new(&ek, &tables).unwrap();
+    let (rows, _) = bundle.dataset.rows(bundle.test).unwrap();
+    let p = circuit.precision_bits;
+    let out_modulus = circuit.layer_modulus(0);
+    let (mut expected, mut variance, mut measured, mut labels_equal) = (0.0, 0.0, 0usize, 0usize);
+    let n = 150;
+    for raw in rows.iter().take(n) {
+        let q = circuit.input.quantize(raw).unwrap();
+        let mut accs = vec![0u64; layer.out_len];
+        let mut trace = |k: usize, acc: u64| accs[k] = acc;
+        let (clear, _) = run_on(
+            &Clear::traced(&mut trace),
+            &program,
+            &TableSet::default(),
+            &q,
+        )
+        .unwrap();
+        for (j, acc) in accs.iter().enumerate() {
+            let fine = blindfold_runtime::eval::clear::accumulator(*acc, p + layer.acc_shift);
+            let (flip, fail) = bootstrap_change_probabilities(
+                &layer.lut[j],
+                p,
+                fine,
+                layer.acc_shift,
+                neuron_sigma(&circuit, 0, j),
+                out_modulus,
+            );
+            expected += flip + fail;
+            variance += (flip + fail) * (1.0 - flip - fail);
+        }
+        let enc = ck.encrypt(&circuit.client_spec(), &q).unwrap();
+        let (out, _) = evaluate(&program, &backend, &TableSet::default(), &enc, &never).unwrap();
+        let got = ck.decrypt(&circuit.client_spec(), &out).unwrap();
+        measured += got.iter().zip(&clear).filter(|(a, b)| a != b).count();
+        labels_equal += usize::from(circuit.predict_class(&got) == circuit.predict_class(&clear));
+    }
+    let sd = variance.sqrt();
+    eprintln!(
+        "{n} rows x {} outputs: predicted {expected:.1} ± {sd:.1} changed outputs, measured {measured}; labels equal {labels_equal}/{n}",
+        layer.out_len
+    );
+    assert!(expected > 5.0, "the test needs flips to count: {expected}");
+    assert!(
+        (measured as f64 - expected).abs() <= 5.0 * sd.max(1.0),
+        "measured {measured}, predicted {expected:.1} ± {sd:.1}"
+    );
+    assert!(labels_equal * 100 >= n * 95, "{labels_equal}/{n}");
+}
+
+/// A hardened answer on a circuit with approximate rounding: the label
+/// policy's stage reads the members' rounded outputs. Every encrypted
+/// answer is a class, costs the policy's bootstraps and (rounding flips
+/// may move a near tie) equals the clear label on nearly every row; the
+/// clamp is refused (it reads inputs at the window's precision).
+#[test]
+fn label_policy_on_an_approximate_circuit() {
+    use blindfold_runtime::answer::{Query, Reply, Responder};
+    use blindfold_runtime::harden::{Hardened, Policy};
+    let (bundle, circuit) = digits_mlp(
+        ParamSet::Message2Carry2,
+        QuantConfig {
+            accumulator_bits: 5,
+            input_bits: 3,
+            activation_bits: 3,
+            rounding_bits: 3,
+            ..Default::default()
+        },
+    );
+    assert!(circuit.layers.iter().all(|l| l.acc_shift == 3));
+    assert!(Hardened::new(
+        "m",
+        vec![circuit.clone()],
+        Policy {
+            clamp_inputs: true,
+            ..Policy::default()
+        }
+    )
+    .is_err());
+    let model =
+        Responder::new(Hardened::new("m", vec![circuit.clone()], Policy::default()).unwrap());
+    let ck = ClientKey::generate(circuit.params);
+    let ek = ck.evaluation_key().decompress();
+    let (rows, _) = bundle.dataset.rows(bundle.test).unwrap();
+    let none = TableSet::default();
+    let mut equal = 0;
+    for raw in rows.iter().take(8) {
+        let q = circuit.input.quantize(raw).unwrap();
+        let clear = match model
+            .answer_with(Query::Clear(&q), &none, &never)
+            .unwrap()
+            .0
+        {
+            Reply::Clear { values, .. } => values,
+            Reply::Encrypted(_) => panic!("clear query answered encrypted"),
+        };
+        let input = ck.encrypt(model.spec(), &q).unwrap();
+        let (reply, stats) = model
+            .answer_with(
+                Query::Encrypted {
+                    input: &input,
+                    key: &ek,
+                },
+                &none,
+                &never,
+            )
+            .unwrap();
+        let Reply::Encrypted(out) = reply else {
+            panic!("encrypted query answered in the clear")
+        };
+        assert_eq!(stats.bootstraps, model.model().cost().bootstraps());
+        let got = ck.decrypt(model.spec(), &out).unwrap();
+        assert!(got.len() == 1 && (0..10).contains(&got[0]), "{got:?}");
+        equal += usize::from(got == clear);
+    }
+    assert!(
+        equal >= 6,
+        "{equal}/8 encrypted labels equal the clear ones"
+    );
+}

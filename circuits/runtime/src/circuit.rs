@@ -82,7 +82,7 @@ pub struct CircuitLayer {
     /// Row-major integer weights `[out][in]` (cleartext, server side).
     pub weight: Vec<i64>,
     /// Per neuron: accumulator constant minus the window bottom, so the
-    /// bootstrap input is `m = Σ w·x + offset`.
+    /// bootstrap input is `m = Σ w·x + offset` (in units of `Δ_(p+acc_shift)`).
     pub offset: Vec<i64>,
     /// Per neuron: `2^p` table entries (in output units).
     pub lut: Vec<Vec<i64>>,
@@ -93,6 +93,18 @@ pub struct CircuitLayer {
     /// small-key encryptions (first layer: no keyswitch).
     pub keyswitch: bool,
     pub is_output: bool,
+    /// Accumulator bits below the window (approximate rounding): the dot
+    /// product is in units of `Δ_(p+acc_shift)` and the bootstrap rounds it
+    /// to the window's `2^p` boxes, `m = round(a / 2^acc_shift)`, for free.
+    /// Values near a box boundary may land one box either way under noise.
+    /// 0 is the exact mode: the accumulator fits the window and FHE is
+    /// bit-exact with the clear path.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub acc_shift: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl CircuitLayer {
@@ -135,7 +147,8 @@ pub struct Circuit {
 pub struct ClientSpec {
     pub name: String,
     pub params: ParamSet,
-    /// `p`: inputs are encrypted as `q·2^(63-p)`.
+    /// Inputs are encrypted as `q·2^(63-precision_bits)` (the window, plus
+    /// the first layer's accumulator shift for approximate rounding).
     pub precision_bits: u32,
     pub input: InputSpec,
     pub classes: usize,
@@ -201,8 +214,7 @@ impl ClientSpec {
     /// keys or ciphertexts are made from it.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Spec(format!("client spec: {m}")));
-        let n = self.params.polynomial_size() as u64;
-        if self.precision_bits == 0 || 1u64.checked_shl(self.precision_bits).is_none_or(|w| w > n) {
+        if self.precision_bits == 0 || self.precision_bits > self.params.max_output_bits() {
             return bad(format!(
                 "precision {} bits out of range",
                 self.precision_bits
@@ -252,7 +264,7 @@ impl From<&Circuit> for ClientSpec {
         Self {
             name: c.name.clone(),
             params: c.params,
-            precision_bits: c.precision_bits,
+            precision_bits: c.input_encoding_bits(),
             input: c.input.clone(),
             classes: c.classes,
             output_bits: c.output_bits,
@@ -268,13 +280,29 @@ impl Circuit {
         1i64 << self.precision_bits
     }
 
-    /// Modulus (in units of Δ) of the values a layer outputs.
-    pub fn layer_modulus(&self, layer: usize) -> i64 {
-        if self.layers[layer].is_output {
-            1i64 << (self.output_bits + 1)
-        } else {
-            1i64 << (self.precision_bits + 1)
+    /// Inputs are encrypted as `q·2^(63 - bits)`: the window plus the first
+    /// layer's accumulator shift.
+    pub fn input_encoding_bits(&self) -> u32 {
+        self.precision_bits + self.layers.first().map_or(0, |l| l.acc_shift)
+    }
+
+    /// Precision of layer `l`'s bootstrap outputs: the next layer's
+    /// accumulator unit, or the output precision.
+    pub fn layer_out_bits(&self, l: usize) -> u32 {
+        match self.layers.get(l + 1) {
+            Some(next) => self.precision_bits + next.acc_shift,
+            None => self.output_bits,
         }
+    }
+
+    /// Whether every accumulator fits its window (FHE bit-exact with clear).
+    pub fn is_exact(&self) -> bool {
+        self.layers.iter().all(|l| l.acc_shift == 0)
+    }
+
+    /// Modulus (in units of its Δ) of the values a layer outputs.
+    pub fn layer_modulus(&self, layer: usize) -> i64 {
+        1i64 << (self.layer_out_bits(layer) + 1)
     }
 
     pub fn pbs_per_inference(&self) -> usize {
@@ -340,6 +368,15 @@ impl Circuit {
             }
             if l.is_output != (i + 1 == self.layers.len()) || l.keyswitch != (i > 0) {
                 return bad(format!("layer {i} has inconsistent flags"));
+            }
+            if l.acc_shift > 16 || self.precision_bits + l.acc_shift > self.params.max_output_bits()
+            {
+                return bad(format!(
+                    "layer {i}: a {}-bit accumulator shift over a {}-bit window is more than {} carries",
+                    l.acc_shift,
+                    self.precision_bits,
+                    self.params.name()
+                ));
             }
             expected_in = l.out_len;
         }

@@ -316,6 +316,7 @@ impl Hardened {
         for (i, c) in members.iter().enumerate().skip(1) {
             if c.params != first.params
                 || c.precision_bits != first.precision_bits
+                || c.input_encoding_bits() != first.input_encoding_bits()
                 || c.input != first.input
                 || c.classes != first.classes
             {
@@ -332,6 +333,11 @@ impl Hardened {
             return bad(format!(
                 "a {p}-bit window is too small for hardening stages"
             ));
+        }
+        if policy.clamp_inputs && first.input_encoding_bits() != p {
+            return bad(
+                "the input clamp reads inputs at the window's precision: it needs a circuit whose first layer is exact (no accumulator shift)".into(),
+            );
         }
         let b = p - 1;
         let cmp_hi = (1i64 << b) - 1;
@@ -553,7 +559,7 @@ impl Hardened {
         ClientSpec {
             name: self.name.clone(),
             params: first.params,
-            precision_bits: first.precision_bits,
+            precision_bits: first.input_encoding_bits(),
             input: first.input.clone(),
             classes: first.classes,
             output_bits: bits,
@@ -573,7 +579,8 @@ impl Hardened {
         let logit_of = |c: &Circuit, y: i64| c.output_scale * (y - c.output_zero_point) as f64;
         let final_q = self.final_q;
         let noisy_policy = !self.policy.noise.is_none();
-        let mut pb = ProgramBuilder::new(first.params, p, first.input.len());
+        let mut pb = ProgramBuilder::new(first.params, p, first.input.len())
+            .with_input_bits(first.input_encoding_bits());
         let mut noisy: Vec<NoisyTable> = Vec::new();
         // a table the noise rewrites per answer (an id of its own), or a
         // shared one when the policy adds no noise
@@ -613,8 +620,12 @@ impl Hardened {
         for (m, c) in self.members.iter().enumerate() {
             let mut current = inputs.clone();
             for (l, layer) in c.layers[..c.layers.len() - 1].iter().enumerate() {
-                let tables: Vec<TableId> =
-                    layer.lut.iter().map(|t| pb.table(t.clone(), p)).collect();
+                let out_bits = c.layer_out_bits(l);
+                let tables: Vec<TableId> = layer
+                    .lut
+                    .iter()
+                    .map(|t| pb.table(t.clone(), out_bits))
+                    .collect();
                 current = pb
                     .layer(layer, &current, &tables, m, l)?
                     .into_iter()

@@ -230,9 +230,49 @@ pub fn shift_probability(d: i64, sigma: f64) -> f64 {
     }
 }
 
+/// Probability that Gaussian noise of standard deviation `sigma` (boxes)
+/// moves an accumulator sitting `offset` boxes from its box's centre
+/// (`-0.5 ≤ offset < 0.5`) into the box `d` away. `offset = 0` is
+/// [`shift_probability`].
+pub fn shift_probability_at(d: i64, sigma: f64, offset: f64) -> f64 {
+    if offset == 0.0 {
+        return shift_probability(d, sigma);
+    }
+    if sigma <= 0.0 {
+        return if d == 0 { 1.0 } else { 0.0 };
+    }
+    let s2 = sigma * std::f64::consts::SQRT_2;
+    // the box d away spans [d - 1/2, d + 1/2) around the start's box centre
+    let hi = (d as f64 + 0.5 - offset) / s2;
+    let lo = (d as f64 - 0.5 - offset) / s2;
+    if lo >= 0.0 {
+        0.5 * (erfc(lo) - erfc(hi))
+    } else if hi <= 0.0 {
+        0.5 * (erfc(-hi) - erfc(-lo))
+    } else {
+        1.0 - 0.5 * (erfc(hi) + erfc(-lo))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shifted_probabilities_sum_to_one_and_favour_the_near_side() {
+        for offset in [-0.5, -0.3, 0.0, 0.2, 0.49] {
+            let total: f64 = (-20..=20)
+                .map(|d| shift_probability_at(d, 0.3, offset))
+                .sum();
+            assert!((total - 1.0).abs() < 1e-9, "{offset}: {total}");
+        }
+        // near the upper boundary, one box up is likely, one down is not
+        let up = shift_probability_at(1, 0.1, 0.45);
+        let down = shift_probability_at(-1, 0.1, 0.45);
+        assert!(up > 0.3 && down < 1e-12, "{up} {down}");
+        // the centre agrees with the centred formula
+        assert_eq!(shift_probability_at(1, 0.2, 0.0), shift_probability(1, 0.2));
+    }
 
     #[test]
     fn erfc_matches_known_values() {

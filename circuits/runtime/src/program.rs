@@ -185,8 +185,12 @@ static NEXT_PROGRAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 #[derive(Clone, Debug)]
 pub struct Program {
     pub params: ParamSet,
-    /// `p`: every table has `2^p` entries; inputs are `q·2^(63-p)`.
+    /// `p`: every table has `2^p` entries; a bootstrap rounds its
+    /// accumulator to steps of `2^(63-p)`.
     pub precision_bits: u32,
+    /// Inputs are `q·2^(63-input_bits)` (`p`, or finer for accumulators
+    /// rounded by the bootstrap).
+    pub input_bits: u32,
     pub input_count: usize,
     pub nodes: Vec<Node>,
     pub tables: Vec<Table>,
@@ -272,16 +276,12 @@ impl Program {
     /// precision (the requantized logits).
     pub fn from_circuit(circuit: &Circuit) -> Result<Self> {
         let mut b =
-            ProgramBuilder::new(circuit.params, circuit.precision_bits, circuit.input.len());
+            ProgramBuilder::new(circuit.params, circuit.precision_bits, circuit.input.len())
+                .with_input_bits(circuit.input_encoding_bits());
         let inputs: Vec<Expr> = (0..circuit.input.len()).map(Expr::value).collect();
-        let last = circuit.layers.len() - 1;
         let mut current = inputs;
         for (l, layer) in circuit.layers.iter().enumerate() {
-            let out_bits = if l == last {
-                circuit.output_bits
-            } else {
-                circuit.precision_bits
-            };
+            let out_bits = circuit.layer_out_bits(l);
             let tables: Vec<TableId> = layer
                 .lut
                 .iter()
@@ -308,6 +308,7 @@ impl Program {
 pub struct ProgramBuilder {
     params: ParamSet,
     precision_bits: u32,
+    input_bits: u32,
     input_count: usize,
     nodes: Vec<Node>,
     tables: Vec<Table>,
@@ -319,11 +320,18 @@ impl ProgramBuilder {
         Self {
             params,
             precision_bits,
+            input_bits: precision_bits,
             input_count,
             nodes: Vec::new(),
             tables: Vec::new(),
             shared: HashMap::new(),
         }
+    }
+
+    /// Inputs encoded at `bits` (default: the window).
+    pub fn with_input_bits(mut self, bits: u32) -> Self {
+        self.input_bits = bits;
+        self
     }
 
     pub fn precision_bits(&self) -> u32 {
@@ -332,7 +340,13 @@ impl ProgramBuilder {
 
     /// `Δ_p` as a torus value: the unit of accumulator steps.
     pub fn step(&self) -> u64 {
-        1u64 << (63 - self.precision_bits)
+        self.step_at(0)
+    }
+
+    /// `Δ_(p+shift)`: the unit of an accumulator `shift` bits finer than
+    /// the window.
+    pub fn step_at(&self, shift: u32) -> u64 {
+        1u64 << (63 - self.precision_bits - shift)
     }
 
     /// A table, shared with any identical one already added.
@@ -397,8 +411,9 @@ impl ProgramBuilder {
         Ok(own)
     }
 
-    /// One compiled layer on `inputs` (one expression per layer input):
-    /// neuron `j` bootstraps `Σ w·x + offset_j·Δ_p` through `tables[j]`.
+    /// One compiled layer on `inputs` (one expression per layer input, in
+    /// units of the layer's accumulator `Δ_(p+acc_shift)`): neuron `j`
+    /// bootstraps `Σ w·x + offset_j·Δ_(p+acc_shift)` through `tables[j]`.
     pub fn layer(
         &mut self,
         layer: &CircuitLayer,
@@ -412,7 +427,7 @@ impl ProgramBuilder {
                 "layer {index} of member {member} does not fit its inputs"
             )));
         }
-        let step = self.step();
+        let step = self.step_at(layer.acc_shift);
         (0..layer.out_len)
             .map(|j| {
                 let mut acc = Expr {
@@ -469,6 +484,7 @@ impl ProgramBuilder {
         Ok(Program {
             params: self.params,
             precision_bits: self.precision_bits,
+            input_bits: self.input_bits,
             input_count: self.input_count,
             nodes: self.nodes,
             tables: self.tables,

@@ -31,6 +31,16 @@ pub struct QuantConfig {
     /// Sweeps of greedy rounding refinement on the calibration set (0 = off).
     #[serde(default)]
     pub refine_sweeps: usize,
+    /// Accumulator bits below the window, rounded away by each bootstrap
+    /// (approximate rounding): accumulators take up to
+    /// `2^(accumulator_bits + rounding_bits)` values, so weights are that
+    /// much finer. 0 is the exact mode.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rounding_bits: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl Default for QuantConfig {
@@ -44,6 +54,7 @@ impl Default for QuantConfig {
             margin: 1,
             rounding: Rounding::ErrorFeedback,
             refine_sweeps: 2,
+            rounding_bits: 0,
         }
     }
 }

@@ -36,6 +36,22 @@ pub struct LayerReport {
     pub p_fail_mean: f64,
     /// Worst failure probability over all calibrated inputs and neurons.
     pub p_fail_worst: f64,
+    /// Accumulator bits below the window, rounded away by the bootstrap.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub acc_shift: u32,
+    /// Mean probability that noise moves a bootstrap one box from the
+    /// clear path's rounding and changes its output (a rounding flip;
+    /// only with an accumulator shift), worst neuron.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub p_flip_mean: f64,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -53,6 +69,11 @@ pub struct Report {
     pub p_fail_inference: f64,
     /// Same with every bootstrap at its worst calibrated input.
     pub p_fail_inference_worst: f64,
+    /// Expected rounding flips per inference (bootstraps one box from the
+    /// clear path's rounding; only layers with an accumulator shift). What
+    /// the clear path's simulation samples.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub flips_per_inference: f64,
     pub calibration_samples: usize,
     /// Range of the decoded logits on the calibration set (absent in
     /// circuits compiled before it was recorded).
@@ -70,6 +91,45 @@ pub struct LogitStats {
     /// Smallest and largest top logit (the winning class's) of a sample.
     pub top_min: f64,
     pub top_max: f64,
+}
+
+/// What noise does to one bootstrap whose accumulator is `fine` in units of
+/// `2^shift` per box (`shift = 0`: exactly box `fine`): the probability of
+/// a rounding flip (one box away, a different output) and of a failure
+/// (two boxes or more away with a different output; in exact mode any
+/// box). Returns `(flip, fail)`.
+pub fn bootstrap_change_probabilities(
+    table: &[i64],
+    precision_bits: u32,
+    fine: i64,
+    shift: u32,
+    sigma: f64,
+    out_modulus: i64,
+) -> (f64, f64) {
+    if shift == 0 {
+        return (
+            0.0,
+            bootstrap_failure_probability(table, precision_bits, fine, sigma, out_modulus),
+        );
+    }
+    let unit = 1i64 << shift;
+    let m = (fine + unit / 2).div_euclid(unit);
+    let offset = (fine - m * unit) as f64 / unit as f64;
+    let reach = (sigma * 40.0).ceil() as i64 + 2;
+    let here = bootstrap_value(table, precision_bits, m, out_modulus);
+    let (mut flip, mut fail) = (0.0, 0.0);
+    for d in -reach..=reach {
+        if d == 0 || bootstrap_value(table, precision_bits, m + d, out_modulus) == here {
+            continue;
+        }
+        let pd = crate::params::shift_probability_at(d, sigma, offset);
+        if d.abs() == 1 {
+            flip += pd;
+        } else {
+            fail += pd;
+        }
+    }
+    (flip, fail)
 }
 
 /// Failure probability of one bootstrap with table `table` at input `m`.
@@ -149,9 +209,31 @@ impl Report {
             fmt_p(self.p_fail_inference),
             fmt_p(self.p_fail_inference_worst)
         );
+        if self.layers.iter().any(|l| l.acc_shift > 0) {
+            let _ = writeln!(
+                s,
+                "approximate rounding: accumulator bits below the window per layer [{}]; rounding flips (one box, a different output) per bootstrap, mean of the worst neuron: [{}]; {:.3} flips per inference expected",
+                self.layers
+                    .iter()
+                    .map(|l| l.acc_shift.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.layers
+                    .iter()
+                    .map(|l| format!("{:.4}", l.p_flip_mean))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.flips_per_inference
+            );
+        }
         let _ = writeln!(
             s,
-            "(σ in accumulator units; p_fail per bootstrap: probability the noise changes the table's output; from {} calibration samples)",
+            "(σ in box units; p_fail per bootstrap: probability the noise changes the table's output{}; from {} calibration samples)",
+            if self.layers.iter().any(|l| l.acc_shift > 0) {
+                " beyond a one-box rounding flip"
+            } else {
+                ""
+            },
             self.calibration_samples
         );
         s

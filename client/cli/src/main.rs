@@ -95,6 +95,11 @@ struct CompileArgs {
     /// Per-stage activation bits, e.g. `--layer-activation-bits 0=3` (repeatable)
     #[arg(long = "layer-activation-bits", value_parser = parse_stage_bits)]
     layer_activation_bits: Vec<(usize, u32)>,
+    /// Accumulator bits below the window that each bootstrap rounds away
+    /// (approximate rounding: finer weights, FHE may differ from the clear
+    /// path by one box near rounding boundaries; 0 = exact mode)
+    #[arg(long, default_value_t = 0)]
+    rounding_bits: u32,
     /// Sweeps of rounding refinement on the calibration rows (0 = off)
     #[arg(long, default_value_t = 2)]
     refine_sweeps: usize,
@@ -172,6 +177,7 @@ fn compile_model(model: &Path, a: &CompileArgs) -> anyhow::Result<(ModelBundle, 
     let mut base = QuantConfig {
         rounding,
         refine_sweeps: a.refine_sweeps,
+        rounding_bits: a.rounding_bits,
         stage_activation_bits: a.layer_activation_bits.clone(),
         ..QuantConfig::default()
     };

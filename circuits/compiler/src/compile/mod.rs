@@ -52,21 +52,30 @@ pub fn compile(
         )));
     }
     let window = 1i64 << p;
-    let margin = qnet.config.margin as i64;
     let mut layers = Vec::with_capacity(qnet.stages.len());
     for (l, s) in qnet.stages.iter().enumerate() {
         let mut offset = Vec::with_capacity(s.out_len);
         let mut lut = Vec::with_capacity(s.out_len);
+        // accumulator units per box: the bootstrap rounds the rest away
+        let unit = 1i64 << s.shift;
+        let margin = (s.margin as i64) << s.shift;
         for j in 0..s.out_len {
-            let lo = s.acc_min[j] - margin;
-            if s.acc_max[j] + margin - lo >= window {
+            let lo = s.window_lo(j);
+            if s.acc_max[j] + margin - lo >= window * unit {
                 return Err(Error::Compile(format!(
-                    "layer {l} neuron {j}: calibrated accumulator range [{}, {}] does not fit {p} bits",
-                    s.acc_min[j], s.acc_max[j]
+                    "layer {l} neuron {j}: calibrated accumulator range [{}, {}] does not fit {} bits",
+                    s.acc_min[j],
+                    s.acc_max[j],
+                    p + s.shift
                 )));
             }
             offset.push(s.bias[j] - lo);
-            lut.push((0..window).map(|m| s.requantize(j, m + lo)).collect());
+            // box m holds the accumulators that round to lo + m·unit
+            lut.push(
+                (0..window)
+                    .map(|m| s.requantize(j, lo + m * unit))
+                    .collect(),
+            );
         }
         if !s.is_output && s.out.bits > p {
             return Err(Error::Compile(format!(
@@ -84,6 +93,7 @@ pub fn compile(
             lut_output_bits: s.out.bits,
             keyswitch: l > 0,
             is_output: s.is_output,
+            acc_shift: s.shift,
         });
     }
     let last = qnet

@@ -4,20 +4,22 @@
 
 use blindfold_runtime::eval::clear::{check_input, run_on, Clear};
 use blindfold_runtime::program::{Program, Role, TableSet};
-use blindfold_runtime::report::{bootstrap_failure_probability, neuron_sigma};
+use blindfold_runtime::report::{bootstrap_change_probabilities, neuron_sigma};
 
 use super::{Circuit, LayerReport, LogitStats, Report};
 use crate::Result;
 
 pub(crate) fn build(circuit: &Circuit, calibration: &[Vec<i64>]) -> Result<Report> {
     let window = circuit.window() as usize;
-    let acc_modulus = 2 * window;
-    // histogram of bootstrap inputs per (layer, neuron)
+    // histogram of bootstrap inputs per (layer, neuron), in the layer's
+    // accumulator units (2^acc_shift per box)
     let mut hist: Vec<Vec<Vec<u32>>> = circuit
         .layers
         .iter()
-        .map(|l| vec![vec![0u32; acc_modulus]; l.out_len])
+        .map(|l| vec![vec![0u32; (2 * window) << l.acc_shift]; l.out_len])
         .collect();
+    let shifts: Vec<u32> = circuit.layers.iter().map(|l| l.acc_shift).collect();
+    let p = circuit.precision_bits;
     let mut stats: Option<LogitStats> = None;
     let program = Program::from_circuit(circuit)?;
     let where_: Vec<(usize, usize)> = program
@@ -30,9 +32,10 @@ pub(crate) fn build(circuit: &Circuit, calibration: &[Vec<i64>]) -> Result<Repor
         .collect();
     for q in calibration {
         check_input(circuit, q)?;
-        let mut trace = |k: usize, m: i64| {
+        let mut trace = |k: usize, acc: u64| {
             let (l, j) = where_[k];
-            hist[l][j][m as usize] += 1;
+            let fine = blindfold_runtime::eval::clear::accumulator(acc, p + shifts[l]);
+            hist[l][j][fine as usize] += 1;
         };
         let (out, _) = run_on(
             &Clear::traced(&mut trace),
@@ -64,6 +67,7 @@ pub(crate) fn build(circuit: &Circuit, calibration: &[Vec<i64>]) -> Result<Repor
     let mut layers = Vec::new();
     let mut p_inf = 0.0;
     let mut p_inf_worst = 0.0;
+    let mut flips = 0.0;
     let mut input_bits = circuit.input.bits;
     for (li, l) in circuit.layers.iter().enumerate() {
         let out_modulus = circuit.layer_modulus(li);
@@ -75,6 +79,7 @@ pub(crate) fn build(circuit: &Circuit, calibration: &[Vec<i64>]) -> Result<Repor
             lut_output_bits: l.lut_output_bits,
             bootstraps: l.out_len,
             keyswitches: if l.keyswitch { l.out_len } else { 0 },
+            acc_shift: l.acc_shift,
             ..Default::default()
         };
         for (j, h) in hist[li].iter().enumerate() {
@@ -93,23 +98,29 @@ pub(crate) fn build(circuit: &Circuit, calibration: &[Vec<i64>]) -> Result<Repor
             rep.accumulator_bits = rep.accumulator_bits.max(width.log2().ceil() as u32);
             let mut mean = 0.0;
             let mut worst: f64 = 0.0;
-            for (m, c) in h.iter().enumerate() {
+            let mut flip = 0.0;
+            for (fine, c) in h.iter().enumerate() {
                 if *c == 0 {
                     continue;
                 }
-                let pf = bootstrap_failure_probability(
+                let (pflip, pf) = bootstrap_change_probabilities(
                     &l.lut[j],
                     circuit.precision_bits,
-                    m as i64,
+                    fine as i64,
+                    l.acc_shift,
                     sigma,
                     out_modulus,
                 );
                 mean += pf * *c as f64;
+                flip += pflip * *c as f64;
                 worst = worst.max(pf);
             }
             if total > 0 {
                 mean /= total as f64;
+                flip /= total as f64;
             }
+            rep.p_flip_mean = rep.p_flip_mean.max(flip);
+            flips += flip;
             if l.is_output {
                 // the client rounds the decrypted phase to the output step
                 let step_half = 2f64.powi(-(circuit.output_bits as i32 + 2));
@@ -138,6 +149,7 @@ pub(crate) fn build(circuit: &Circuit, calibration: &[Vec<i64>]) -> Result<Repor
         ks_per_inference: circuit.ks_per_inference(),
         p_fail_inference: p_inf.min(1.0),
         p_fail_inference_worst: p_inf_worst.min(1.0),
+        flips_per_inference: flips,
         calibration_samples: calibration.len(),
         logits: stats,
     })

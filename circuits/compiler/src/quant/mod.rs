@@ -72,6 +72,12 @@ impl ConfigExt for QuantConfig {
                 self.input_bits, self.accumulator_bits
             ));
         }
+        if self.rounding_bits > 8 {
+            return bad(format!(
+                "rounding_bits {} must be in 0..=8",
+                self.rounding_bits
+            ));
+        }
         if !(1..=20).contains(&self.output_bits) {
             return bad(format!(
                 "output_bits {} must be in 1..=20",
@@ -148,6 +154,12 @@ pub struct QuantStage {
     pub out: AffineQuant,
     /// Whether this is the final (logit) stage.
     pub is_output: bool,
+    /// Accumulator bits the bootstrap rounds away (0: exact).
+    #[serde(default)]
+    pub shift: u32,
+    /// Spare window boxes on each side of the calibrated range.
+    #[serde(default)]
+    pub margin: u32,
 }
 
 impl QuantStage {
@@ -157,6 +169,28 @@ impl QuantStage {
 
     pub fn accumulate(&self, j: usize, q: &[i64]) -> i64 {
         self.row(j).iter().zip(q).map(|(w, x)| w * x).sum::<i64>() + self.bias[j]
+    }
+
+    /// The bottom of neuron `j`'s window, in accumulator units.
+    pub fn window_lo(&self, j: usize) -> i64 {
+        self.acc_min[j] - ((self.margin as i64) << self.shift)
+    }
+
+    /// The accumulator value a bootstrap rounds `acc` to: the centre of its
+    /// box of `2^shift` values (itself in exact mode).
+    pub fn bucket(&self, j: usize, acc: i64) -> i64 {
+        if self.shift == 0 {
+            return acc;
+        }
+        let unit = 1i64 << self.shift;
+        let lo = self.window_lo(j);
+        lo + (acc - lo + unit / 2).div_euclid(unit) * unit
+    }
+
+    /// What neuron `j`'s bootstrap outputs for accumulator `acc`: the
+    /// activation and requantization of the value it rounds to.
+    pub fn output(&self, j: usize, acc: i64) -> i64 {
+        self.requantize(j, self.bucket(j, acc))
     }
 
     /// The fused activation + requantization a bootstrap of neuron `j`
@@ -206,7 +240,7 @@ impl QuantizedNet {
         let mut v = q.to_vec();
         for s in &self.stages {
             v = (0..s.out_len)
-                .map(|j| s.requantize(j, s.accumulate(j, &v)))
+                .map(|j| s.output(j, s.accumulate(j, &v)))
                 .collect();
         }
         v
@@ -279,7 +313,7 @@ pub fn quantize(
             .iter()
             .map(|q| {
                 (0..qs.out_len)
-                    .map(|j| qs.requantize(j, qs.accumulate(j, q)))
+                    .map(|j| qs.output(j, qs.accumulate(j, q)))
                     .collect()
             })
             .collect();
@@ -355,8 +389,10 @@ fn quantize_stage(
     } else {
         None
     };
-    let window = 1i64 << config.accumulator_bits;
-    let usable = window - 2 * config.margin as i64;
+    // the window in accumulator units: 2^p boxes of 2^shift values each
+    let shift = config.rounding_bits;
+    let window = 1i64 << (config.accumulator_bits + shift);
+    let usable = window - ((2 * config.margin as i64) << shift);
     let mut weight = vec![0i64; n_out * n_in];
     let mut bias = vec![0i64; n_out];
     let mut acc_scale = vec![1.0; n_out];
@@ -416,8 +452,13 @@ fn quantize_stage(
         acc_min[j] = lo;
         acc_max[j] = hi;
     }
-    // Output requantization from the calibrated activations.
+    // Output requantization from the calibrated activations (of the values
+    // the bootstraps round the accumulators to).
+    let unit = 1i64 << shift;
+    let margin_fine = (config.margin as i64) << shift;
     let act = |j: usize, a: i64| {
+        let lo = acc_min[j] - margin_fine;
+        let a = lo + (a - lo + unit / 2).div_euclid(unit) * unit;
         let z = acc_scale[j] * a as f64;
         match stage.activation {
             Some(f) => f.apply(z),
@@ -446,10 +487,7 @@ fn quantize_stage(
         let mut lo = ranges.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
         let mut hi = ranges.iter().map(|r| r.1).fold(f64::NEG_INFINITY, f64::max);
         for j in 0..n_out {
-            for a in [
-                acc_min[j] - config.margin as i64,
-                acc_max[j] + config.margin as i64,
-            ] {
+            for a in [acc_min[j] - margin_fine, acc_max[j] + margin_fine] {
                 let y = act(j, a);
                 lo = lo.min(y);
                 hi = hi.max(y);
@@ -485,6 +523,8 @@ fn quantize_stage(
         activation: stage.activation,
         out,
         is_output,
+        shift,
+        margin: config.margin,
     })
 }
 

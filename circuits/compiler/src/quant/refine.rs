@@ -55,7 +55,7 @@ fn forward_from(net: &QuantizedNet, st: &mut State, s: usize, from: usize) {
                 None => st.acc[0][s][j],
             };
             st.acc[l][s][j] = a;
-            st.out[l][s][j] = stage.requantize(j, a);
+            st.out[l][s][j] = stage.output(j, a);
         }
     }
 }
@@ -159,7 +159,7 @@ pub fn refine(
                             let old_loss = st.loss[s];
                             let a = st.acc[l][s][j] + delta * c;
                             st.acc[l][s][j] = a;
-                            let y = net.stages[l].requantize(j, a);
+                            let y = net.stages[l].output(j, a);
                             let out_changed = y != st.out[l][s][j];
                             st.out[l][s][j] = y;
                             if out_changed || l + 1 == n_stages {

@@ -55,26 +55,70 @@ fn bootstrap(acc: u64, precision_bits: u32, table: &Table) -> u64 {
     encode(v, table.out_bits)
 }
 
-type Trace<'a> = Mutex<&'a mut (dyn FnMut(usize, i64) + Send)>;
+type Trace<'a> = Mutex<&'a mut (dyn FnMut(usize, u64) + Send)>;
+type NoiseSource<'a> = Mutex<&'a mut (dyn rand_core::RngCore + Send)>;
 
-/// The clear backend; optionally reports every bootstrap input.
+/// The clear backend; optionally reports every bootstrap input, or
+/// simulates the encrypted path's noise.
 #[derive(Default)]
 pub struct Clear<'a> {
     trace: Option<Trace<'a>>,
+    noise: Option<NoiseSource<'a>>,
 }
 
 impl<'a> Clear<'a> {
     pub fn new() -> Self {
-        Self { trace: None }
-    }
-
-    /// A backend that calls `trace(node, m)` with every bootstrap input
-    /// `m` (reduced modulo `2^(p+1)`), for the compiler's failure report.
-    pub fn traced(trace: &'a mut (dyn FnMut(usize, i64) + Send)) -> Self {
         Self {
-            trace: Some(Mutex::new(trace)),
+            trace: None,
+            noise: None,
         }
     }
+
+    /// A backend that calls `trace(node, acc)` with every bootstrap's
+    /// accumulator `acc` (a torus value, before the bootstrap rounds it),
+    /// for the compiler's failure report.
+    pub fn traced(trace: &'a mut (dyn FnMut(usize, u64) + Send)) -> Self {
+        Self {
+            trace: Some(Mutex::new(trace)),
+            noise: None,
+        }
+    }
+
+    /// A backend that adds to every bootstrap's accumulator the Gaussian
+    /// noise the encrypted path has there (tfhe-rs's noise formulas:
+    /// `Σ w²·σ²` of the values read, the keyswitch for bootstrap outputs,
+    /// the modulus switch), drawn from `rng`: the clear path's prediction
+    /// of what ciphertexts answer, rounding flips included.
+    pub fn simulating(rng: &'a mut (dyn rand_core::RngCore + Send)) -> Self {
+        Self {
+            trace: None,
+            noise: Some(Mutex::new(rng)),
+        }
+    }
+}
+
+/// Variance (torus units) at the blind-rotation input of node `k`.
+pub fn node_variance(program: &Program, k: usize) -> f64 {
+    let noise = program.params.noise();
+    let node = &program.nodes[k];
+    let read: f64 = node
+        .terms
+        .iter()
+        .map(|(v, w)| {
+            let var = if *v < program.input_count {
+                noise.fresh_small
+            } else {
+                noise.pbs_output
+            };
+            (*w as f64) * (*w as f64) * var
+        })
+        .sum();
+    let ks = if node.reads_inputs {
+        0.0
+    } else {
+        noise.keyswitch
+    };
+    read + ks + noise.modulus_switch
 }
 
 impl Backend for Clear<'_> {
@@ -102,6 +146,10 @@ impl Backend for Clear<'_> {
             Some(t) => Some(t.lock().map_err(|_| Error::Internal("trace lock".into()))?),
             None => None,
         };
+        let mut noise = match &self.noise {
+            Some(n) => Some(n.lock().map_err(|_| Error::Internal("noise lock".into()))?),
+            None => None,
+        };
         batch
             .iter()
             .map(|k| {
@@ -113,7 +161,13 @@ impl Backend for Clear<'_> {
                     acc = acc.wrapping_add(x.wrapping_mul(*w as u64));
                 }
                 if let Some(t) = trace.as_mut() {
-                    t(*k, accumulator(acc, p));
+                    t(*k, acc);
+                }
+                if let Some(rng) = noise.as_mut() {
+                    use rand_distr::Distribution;
+                    let z: f64 = rand_distr::StandardNormal.sample(&mut **rng);
+                    let e = z * node_variance(program, *k).sqrt() * 2f64.powi(64);
+                    acc = acc.wrapping_add(e as i64 as u64);
                 }
                 Ok(bootstrap(acc, p, program.table_of(*k, overrides)))
             })
@@ -141,8 +195,10 @@ pub fn run_on(
             got: input.len(),
         });
     }
-    let p = program.precision_bits;
-    let inputs = input.iter().map(|q| encode(*q, p)).collect();
+    let inputs = input
+        .iter()
+        .map(|q| encode(*q, program.input_bits))
+        .collect();
     let never = || false;
     let cancel: Cancel<'_> = &never;
     let (out, stats) = run(backend, program, overrides, inputs, cancel)?;

@@ -161,7 +161,7 @@ impl Backend for Fhe<'_> {
 /// Checks an encrypted input against a program's parameter set, encoding
 /// and input count.
 pub fn check_input(program: &Program, input: &EncryptedInput) -> Result<()> {
-    input.conform(program.params, program.precision_bits, program.input_count)
+    input.conform(program.params, program.input_bits, program.input_count)
 }
 
 /// Runs `program` (with an answer's replaced tables) on an encrypted input.

@@ -166,7 +166,10 @@ pub fn run_shared<B: Backend>(
 
 /// Number of leading nodes two answers compute identically.
 fn common_prefix(a: &Program, ao: &TableSet, b: &Program, bo: &TableSet) -> usize {
-    if a.input_count != b.input_count || a.precision_bits != b.precision_bits {
+    if a.input_count != b.input_count
+        || a.precision_bits != b.precision_bits
+        || a.input_bits != b.input_bits
+    {
         return 0;
     }
     a.nodes
