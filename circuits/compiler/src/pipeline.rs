@@ -160,6 +160,9 @@ pub fn compile_bundle(bundle: &ModelBundle, options: &CompileOptions) -> Result<
         options.params,
         &qcalib,
     )?;
+    circuit
+        .validate()
+        .map_err(|e| Error::Compile(format!("the compiled circuit is not valid: {e}")))?;
     Ok(Compiled { net, qnet, circuit })
 }
 
@@ -193,42 +196,142 @@ pub struct Fidelity {
     pub agreement: f64,
     /// Mean KL divergence from the float model's softmax to the circuit's.
     pub kl: f64,
+    /// Mean squared error of the circuit's logits against the float model's
+    /// (each centred on its mean over classes), relative to the mean square
+    /// of the centred float logits: 0 is perfect, 1 is as large as the
+    /// logits themselves.
+    pub logit_error: f64,
+}
+
+/// The float model's side of a comparison: raw rows, labels and float
+/// logits, computed once and reused for every candidate circuit.
+pub struct Reference {
+    raw: Vec<Vec<f64>>,
+    labels: Vec<usize>,
+    logits: Vec<Vec<f64>>,
+}
+
+impl Reference {
+    pub fn new(bundle: &ModelBundle, rows: RowRange) -> Result<Self> {
+        let (raw, labels) = bundle.dataset.rows(rows)?;
+        let (pre, _) = bundle.rows(rows)?;
+        let logits = pre
+            .iter()
+            .map(|x| {
+                let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+                Ok(bundle
+                    .graph
+                    .eval_logits::<f32>(&xf)?
+                    .iter()
+                    .map(|v| *v as f64)
+                    .collect())
+            })
+            .collect::<Result<Vec<Vec<f64>>>>()?;
+        Ok(Self {
+            raw,
+            labels,
+            logits,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+fn centred(v: &[f64]) -> Vec<f64> {
+    let m = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    v.iter().map(|x| x - m).collect()
 }
 
 /// Compares the clear circuit with the float graph on `rows`.
 pub fn fidelity(bundle: &ModelBundle, circuit: &Circuit, rows: RowRange) -> Result<Fidelity> {
-    let (raw, labels) = bundle.dataset.rows(rows)?;
-    let (pre, _) = bundle.rows(rows)?;
+    fidelity_of(&Reference::new(bundle, rows)?, circuit, 0, 0)
+}
+
+/// Compares a circuit with the float model: the exact clear path when
+/// `draws` is 0, otherwise the clear path simulating the encrypted noise
+/// (`draws` independent draws per row, seeded by `seed` and the row, so the
+/// figures do not depend on thread scheduling), averaged.
+pub fn fidelity_of(
+    reference: &Reference,
+    circuit: &Circuit,
+    draws: usize,
+    seed: u64,
+) -> Result<Fidelity> {
+    use blindfold_runtime::data::{argmax, log_softmax};
+    use blindfold_runtime::eval::clear::{run_on, Clear};
+    use rand_chacha::rand_core::SeedableRng;
+    use rayon::prelude::*;
     let program = Program::from_circuit(circuit)?;
-    let (mut ok, mut fok, mut agree, mut kl) = (0usize, 0usize, 0usize, 0.0);
-    for ((r, x), label) in raw.iter().zip(&pre).zip(&labels) {
-        let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
-        let fl: Vec<f64> = bundle
-            .graph
-            .eval_logits::<f32>(&xf)?
-            .iter()
-            .map(|v| *v as f64)
-            .collect();
-        let q = circuit.input.quantize(r)?;
-        let ql = circuit.decode_output(&run_program(&program, &TableSet::default(), &q)?);
-        ok += usize::from(blindfold_runtime::data::argmax(&ql) == *label);
-        fok += usize::from(blindfold_runtime::data::argmax(&fl) == *label);
-        agree += usize::from(
-            blindfold_runtime::data::argmax(&ql) == blindfold_runtime::data::argmax(&fl),
-        );
-        let lp = blindfold_runtime::data::log_softmax(&fl);
-        let lq = blindfold_runtime::data::log_softmax(&ql);
-        kl += lp
-            .iter()
-            .zip(&lq)
-            .map(|(a, b)| a.exp() * (a - b))
-            .sum::<f64>();
+    let none = TableSet::default();
+    let per_row = (0..reference.len())
+        .into_par_iter()
+        .map(|r| -> Result<[f64; 6]> {
+            let fl = &reference.logits[r];
+            let label = reference.labels[r];
+            let q = circuit.input.quantize(&reference.raw[r])?;
+            let outs = if draws == 0 {
+                vec![run_program(&program, &none, &q)?]
+            } else {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+                    seed ^ (r as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
+                (0..draws)
+                    .map(|_| {
+                        let backend = Clear::simulating(&mut rng);
+                        Ok(run_on(&backend, &program, &none, &q)?.0)
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            };
+            let fc = centred(fl);
+            let f_sq = fc.iter().map(|v| v * v).sum::<f64>();
+            let lp = log_softmax(fl);
+            let fclass = argmax(fl);
+            let mut acc = [0.0; 6];
+            acc[1] = f64::from(u8::from(fclass == label));
+            acc[5] = f_sq;
+            for out in &outs {
+                let ql = circuit.decode_output(out);
+                let qclass = circuit.predict_class(out);
+                acc[0] += f64::from(u8::from(qclass == label));
+                acc[2] += f64::from(u8::from(qclass == fclass));
+                let lq = log_softmax(&ql);
+                acc[3] += lp
+                    .iter()
+                    .zip(&lq)
+                    .map(|(a, b)| a.exp() * (a - b))
+                    .sum::<f64>();
+                acc[4] += centred(&ql)
+                    .iter()
+                    .zip(&fc)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f64>();
+            }
+            let k = outs.len() as f64;
+            for v in acc.iter_mut().take(5).skip(2) {
+                *v /= k;
+            }
+            acc[0] /= k;
+            Ok(acc)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut sum = [0.0; 6];
+    for row in &per_row {
+        for (s, v) in sum.iter_mut().zip(row) {
+            *s += v;
+        }
     }
-    let n = labels.len().max(1) as f64;
+    let n = reference.len().max(1) as f64;
     Ok(Fidelity {
-        accuracy: ok as f64 / n,
-        float_accuracy: fok as f64 / n,
-        agreement: agree as f64 / n,
-        kl: kl / n,
+        accuracy: sum[0] / n,
+        float_accuracy: sum[1] / n,
+        agreement: sum[2] / n,
+        kl: sum[3] / n,
+        logit_error: if sum[5] > 0.0 { sum[4] / sum[5] } else { 0.0 },
     })
 }

@@ -1,19 +1,31 @@
 //! Choosing compile options for a model, without looking at the test rows.
 //!
 //! The training rows are split: the first 80 % calibrate (and refine) the
-//! quantizer, the last 20 % validate it. `auto` tries the cheapest vetted
-//! parameter set first (2_2, N = 2048, 5-bit window) and moves to the larger
-//! one (3_3, N = 8192, 7-bit window) when the cheaper one loses more than
-//! `max_loss` accuracy against the float model on the validation rows.
-//! Within a parameter set, the input and activation widths with the best
-//! validation accuracy (ties: lowest KL to the float model) win. The chosen
-//! configuration is then recompiled on all training rows.
+//! quantizer, the last 20 % validate it. A candidate configuration is judged
+//! by its **fidelity** on the validation rows: how often the clear path,
+//! simulating the encrypted noise (three draws per row), predicts what the
+//! float model predicts, and how far its logits are from the float logits.
+//! Label accuracy is never used: on rows the float model was trained on it
+//! measures memorization, not fidelity.
+//!
+//! `auto` walks the vetted parameter sets from the cheapest (by the cost of
+//! one keyswitch + bootstrap measured on this machine, [`unit_cost_ms`]) to
+//! the dearest. On each it searches input bits, activation bits, the
+//! accumulator bits the bootstrap rounds away (approximate rounding) and
+//! range clipping over a grid (every combination, in parallel), and
+//! rejects candidates whose predicted failure probability per inference
+//! exceeds [`MAX_P_FAIL`]. The first set whose best candidate disagrees with
+//! the float model on at most `max_loss` of the validation rows wins; when
+//! none does, the most faithful candidate of all. The chosen configuration
+//! is then recompiled on all training rows and the reasons are written into
+//! the circuit's report (`selection`).
 
 use crate::compile::CompileOptions;
-use crate::pipeline::{compile_bundle, fidelity, Compiled, ModelBundle};
+use crate::pipeline::{compile_bundle, fidelity_of, Compiled, Fidelity, ModelBundle, Reference};
 use crate::quant::QuantConfig;
 use blindfold_runtime::data::RowRange;
 use blindfold_runtime::params::ParamSet;
+use blindfold_runtime::report::fmt_p;
 
 /// Window bits used with each parameter set: the largest at which the
 /// modulus switch and keyswitch alone move an accumulator by half a box
@@ -27,12 +39,116 @@ pub fn default_window(params: ParamSet) -> u32 {
     }
 }
 
+/// Milliseconds of one keyswitch + one programmable bootstrap on one core
+/// of this project's reference machine (2-core AMD EPYC, AVX-512), as
+/// printed by `blindfold cost-model` (mean of 20). Only the order matters
+/// to `auto`; the figures are in the report so a reader can see the price.
+pub fn unit_cost_ms(params: ParamSet) -> f64 {
+    match params {
+        ParamSet::Message2Carry2 => 9.4,
+        ParamSet::Message3Carry2 => 24.0,
+        ParamSet::Message2Carry3 => 38.0,
+        ParamSet::Message3Carry3 => 83.0,
+    }
+}
+
+/// Every vetted set, cheapest first.
+pub fn sets_by_cost() -> Vec<ParamSet> {
+    let mut sets = vec![
+        ParamSet::Message2Carry2,
+        ParamSet::Message3Carry3,
+        ParamSet::Message2Carry3,
+        ParamSet::Message3Carry2,
+    ];
+    sets.sort_by(|a, b| unit_cost_ms(*a).total_cmp(&unit_cost_ms(*b)));
+    sets
+}
+
+/// Largest predicted probability of a failed bootstrap (beyond a one-box
+/// rounding flip) per inference, at the calibration rows' mean, that `auto`
+/// accepts.
+pub const MAX_P_FAIL: f64 = 1e-4;
+
+/// Simulated draws per validation row when scoring a candidate.
+const DRAWS: usize = 3;
+const SEED: u64 = 0x5e1e_c7ed;
+/// Weight of the relative logit error against the disagreement rate in a
+/// candidate's score (the logit error is smoother than the disagreement,
+/// which moves in steps of one validation row).
+const LOGIT_WEIGHT: f64 = 0.25;
+
 /// Widths fixed by the user; `None` means chosen here.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Widths {
     pub input_bits: Option<u32>,
     pub activation_bits: Option<u32>,
     pub accumulator_bits: Option<u32>,
+    /// Accumulator bits rounded away by each bootstrap (0 = exact mode).
+    pub rounding_bits: Option<u32>,
+    pub clip_ranges: Option<bool>,
+    /// Spare window boxes on each side of the calibrated accumulator range.
+    pub margin: Option<u32>,
+}
+
+/// One point of the search space on a parameter set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Point {
+    input: u32,
+    act: u32,
+    round: u32,
+    clip: bool,
+    margin: u32,
+    /// Rounding refinement (`base.refine_sweeps`) on: slow on wide layers,
+    /// so the search runs without it and tries it on its best point.
+    refine: bool,
+}
+
+struct Scored {
+    point: Point,
+    fid: Fidelity,
+    p_fail: f64,
+    score: f64,
+}
+
+fn score(f: &Fidelity) -> f64 {
+    (1.0 - f.agreement) + LOGIT_WEIGHT * f.logit_error
+}
+
+fn options(base: &QuantConfig, ps: ParamSet, window: u32, p: Point) -> CompileOptions {
+    let mut q = base.clone();
+    q.input_bits = p.input;
+    q.activation_bits = p.act;
+    q.accumulator_bits = window;
+    q.rounding_bits = p.round;
+    q.clip_ranges = p.clip;
+    q.margin = p.margin;
+    if !p.refine {
+        q.refine_sweeps = 0;
+    }
+    CompileOptions {
+        params: ps,
+        quant: q,
+    }
+}
+
+/// The calibration and validation rows of the training range.
+fn split(train: RowRange) -> (RowRange, RowRange) {
+    let n_train = train.end - train.start + 1;
+    let split = train.start + (n_train * 4 / 5).max(1);
+    if split > train.start && split <= train.end {
+        (
+            RowRange {
+                start: train.start,
+                end: split - 1,
+            },
+            RowRange {
+                start: split,
+                end: train.end,
+            },
+        )
+    } else {
+        (train, train)
+    }
 }
 
 /// Picks options (`params = None` means auto) and compiles with them on all
@@ -47,104 +163,211 @@ pub fn choose(
 ) -> Result<(CompileOptions, Compiled), crate::Error> {
     let candidates: Vec<ParamSet> = match params {
         Some(p) => vec![p],
-        None => vec![ParamSet::Message2Carry2, ParamSet::Message3Carry3],
+        None => sets_by_cost(),
     };
-    let input_choices = widths.input_bits.map_or(vec![2, 3], |b| vec![b]);
-    let activation_choices = widths.activation_bits.map_or(vec![2, 3, 4], |b| vec![b]);
-    let mut variants = Vec::new();
-    for ib in &input_choices {
-        for ab in &activation_choices {
-            let mut q = base.clone();
-            q.input_bits = *ib;
-            q.activation_bits = *ab;
-            variants.push(q);
-        }
-    }
-    if candidates.len() == 1 && variants.len() == 1 {
+    let fixed = widths.input_bits.is_some()
+        && widths.activation_bits.is_some()
+        && widths.rounding_bits.is_some()
+        && widths.clip_ranges.is_some()
+        && widths.margin.is_some();
+    if candidates.len() == 1 && fixed {
         // nothing to choose
-        let mut q = variants.remove(0);
-        q.accumulator_bits = widths
+        let ps = candidates[0];
+        let window = widths
             .accumulator_bits
-            .unwrap_or_else(|| default_window(candidates[0]));
-        let opts = CompileOptions {
-            params: candidates[0],
-            quant: q,
+            .unwrap_or_else(|| default_window(ps));
+        let point = Point {
+            input: widths.input_bits.unwrap_or(base.input_bits),
+            act: widths.activation_bits.unwrap_or(base.activation_bits),
+            round: widths.rounding_bits.unwrap_or(base.rounding_bits),
+            clip: widths.clip_ranges.unwrap_or(base.clip_ranges),
+            margin: widths.margin.unwrap_or(base.margin),
+            refine: true,
         };
+        let opts = options(base, ps, window, point);
         let compiled = compile_bundle(bundle, &opts)?;
         return Ok((opts, compiled));
     }
-    let train = bundle.train;
-    let n_train = train.end - train.start + 1;
-    let split = train.start + (n_train * 4 / 5).max(1);
-    let (calib, val) = if split > train.start && split <= train.end {
-        (
-            RowRange {
-                start: train.start,
-                end: split - 1,
-            },
-            RowRange {
-                start: split,
-                end: train.end,
-            },
-        )
-    } else {
-        (train, train)
-    };
+    let (calib, val) = split(bundle.train);
     let mut sub = bundle.clone();
     sub.train = calib;
-    let mut chosen: Option<(f64, CompileOptions)> = None;
-    for (ci, ps) in candidates.iter().enumerate() {
-        let mut best: Option<(f64, f64, CompileOptions)> = None;
-        let mut float_acc = 0.0;
-        for v in &variants {
-            let mut q = v.clone();
-            q.accumulator_bits = widths
-                .accumulator_bits
-                .unwrap_or_else(|| default_window(*ps));
-            let opts = CompileOptions {
-                params: *ps,
-                quant: q,
-            };
-            let compiled = match compile_bundle(&sub, &opts) {
-                Ok(c) => c,
-                Err(e) => {
-                    log(format!("  {}: {e}", ps.short_name()));
-                    continue;
-                }
-            };
-            let val_res = fidelity(bundle, &compiled.circuit, val)?;
-            float_acc = val_res.float_accuracy;
-            let better = best.as_ref().is_none_or(|(a, k, _)| {
-                val_res.accuracy > *a || (val_res.accuracy == *a && val_res.kl < *k)
-            });
-            if better {
-                best = Some((val_res.accuracy, val_res.kl, opts));
-            }
-        }
-        let Some((acc, kl, opts)) = best else {
+    let reference = Reference::new(bundle, val)?;
+    let mut reasons = vec![format!(
+        "rows {calib} calibrate, {val} validate; score = disagreement with the float model + {LOGIT_WEIGHT}·relative logit error, clear path simulating the encrypted noise ({DRAWS} draws per row); bound: disagreement ≤ {max_loss}, p_fail ≤ {}",
+        fmt_p(MAX_P_FAIL)
+    )];
+    let mut best_overall: Option<(ParamSet, u32, Scored)> = None;
+    let mut chosen: Option<(ParamSet, u32, Point)> = None;
+    for ps in &candidates {
+        let ps = *ps;
+        let window = widths
+            .accumulator_bits
+            .unwrap_or_else(|| default_window(ps));
+        let best = search_set(&sub, &reference, base, widths, ps, window, log)?;
+        let Some(best) = best else {
+            let line = format!(
+                "{} ({:.1} ms per KS+PBS): no candidate compiled within p_fail ≤ {}",
+                ps.short_name(),
+                unit_cost_ms(ps),
+                fmt_p(MAX_P_FAIL)
+            );
+            log(line.clone());
+            reasons.push(line);
             continue;
         };
-        log(format!(
-            "params {}: validation accuracy {:.4} (float {:.4}, KL {:.4}) with {}-bit inputs, {}-bit activations, {}-bit window (rows {calib} calibrate, {val} validate)",
+        let loss = 1.0 - best.fid.agreement;
+        let meets = loss <= max_loss;
+        let line = format!(
+            "{} ({:.1} ms per KS+PBS, {window}-bit window): best {}-bit inputs, {}-bit activations, {} rounding bits, margin {}, clipping {}, refinement {}: disagreement {:.4}, relative logit error {:.4}, p_fail {} — {}",
             ps.short_name(),
-            acc,
-            float_acc,
-            kl,
-            opts.quant.input_bits,
-            opts.quant.activation_bits,
-            opts.quant.accumulator_bits
-        ));
-        let good = float_acc - acc <= max_loss;
-        if good || ci + 1 == candidates.len() {
-            chosen = Some((acc, opts));
+            unit_cost_ms(ps),
+            best.point.input,
+            best.point.act,
+            best.point.round,
+            best.point.margin,
+            if best.point.clip { "on" } else { "off" },
+            if best.point.refine { "on" } else { "off" },
+            loss,
+            best.fid.logit_error,
+            fmt_p(best.p_fail),
+            if meets {
+                "within the bound".to_string()
+            } else {
+                format!("over the bound {max_loss}")
+            }
+        );
+        log(line.clone());
+        reasons.push(line);
+        if meets {
+            chosen = Some((ps, window, best.point));
             break;
         }
-        if chosen.as_ref().is_none_or(|(a, _)| acc > *a) {
-            chosen = Some((acc, opts));
+        if best_overall
+            .as_ref()
+            .is_none_or(|(_, _, b)| best.score < b.score)
+        {
+            best_overall = Some((ps, window, best));
         }
     }
-    let (_, opts) = chosen
-        .ok_or_else(|| crate::Error::Compile("no candidate configuration compiled".into()))?;
-    let compiled = compile_bundle(bundle, &opts)?;
+    let (ps, window, point) = match chosen {
+        Some(c) => {
+            reasons.push(format!(
+                "chose {}: the cheapest set within the bound",
+                c.0.short_name()
+            ));
+            c
+        }
+        None => {
+            let (ps, window, s) = best_overall.ok_or_else(|| {
+                crate::Error::Compile(
+                    "no candidate configuration compiled on any parameter set".into(),
+                )
+            })?;
+            reasons.push(format!(
+                "chose {}: no set met the bound, this one was the most faithful",
+                ps.short_name()
+            ));
+            (ps, window, s.point)
+        }
+    };
+    let opts = options(base, ps, window, point);
+    let mut compiled = compile_bundle(bundle, &opts)?;
+    compiled.circuit.report.selection = reasons;
     Ok((opts, compiled))
+}
+
+/// Every combination of the free widths on one set (compiled and scored in
+/// parallel, without refinement); then refinement on the best point, kept
+/// if it scores better. Returns the best candidate within the failure
+/// bound, if any compiled.
+fn search_set(
+    sub: &ModelBundle,
+    reference: &Reference,
+    base: &QuantConfig,
+    widths: &Widths,
+    ps: ParamSet,
+    window: u32,
+    log: &mut dyn FnMut(String),
+) -> Result<Option<Scored>, crate::Error> {
+    use rayon::prelude::*;
+    let inputs: Vec<u32> = widths
+        .input_bits
+        .map_or((3..=window.min(6)).collect(), |b| vec![b]);
+    let acts: Vec<u32> = widths
+        .activation_bits
+        .map_or((3..=window.min(5)).collect(), |b| vec![b]);
+    // the shifted accumulator must still fit what the set's bootstraps
+    // carry; fewer than 3 rounding bits never won on any model tried
+    let max_round = ps.max_output_bits().saturating_sub(window).min(6);
+    let rounds: Vec<u32> = widths
+        .rounding_bits
+        .map_or((3.min(max_round)..=max_round).collect(), |b| vec![b]);
+    let clips: Vec<bool> = widths.clip_ranges.map_or(vec![false, true], |b| vec![b]);
+    // one spare box per side lets unseen rows overflow the window (the
+    // bootstrap then wraps around); two or three cost a little resolution
+    let margins: Vec<u32> = widths.margin.map_or(vec![2, 3], |m| vec![m]);
+    let mut grid = Vec::new();
+    for &round in &rounds {
+        for &input in &inputs {
+            for &act in &acts {
+                for &clip in &clips {
+                    for &margin in &margins {
+                        grid.push(Point {
+                            input,
+                            act,
+                            round,
+                            clip,
+                            margin,
+                            refine: false,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let eval = |p: Point| -> Result<Option<Scored>, crate::Error> {
+        let opts = options(base, ps, window, p);
+        match compile_bundle(sub, &opts) {
+            Ok(c) if c.circuit.report.p_fail_inference <= MAX_P_FAIL => {
+                let fid = fidelity_of(reference, &c.circuit, DRAWS, SEED)?;
+                Ok(Some(Scored {
+                    point: p,
+                    score: score(&fid),
+                    fid,
+                    p_fail: c.circuit.report.p_fail_inference,
+                }))
+            }
+            Ok(_) | Err(crate::Error::Quantize(_)) | Err(crate::Error::Compile(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    let scored = grid
+        .par_iter()
+        .map(|p| eval(*p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let fits = scored.iter().filter(|s| s.is_some()).count();
+    // lowest score; ties to the earlier (cheaper, coarser) grid point
+    let mut best = scored
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| if b.score < a.score { b } else { a });
+    if let Some(b) = best.as_mut() {
+        if base.refine_sweeps > 0 {
+            if let Some(r) = eval(Point {
+                refine: true,
+                ..b.point
+            })? {
+                if r.score <= b.score {
+                    *b = r;
+                }
+            }
+        }
+    }
+    log(format!(
+        "  {}: {} configurations tried, {fits} compiled within p_fail ≤ {}",
+        ps.short_name(),
+        grid.len(),
+        fmt_p(MAX_P_FAIL)
+    ));
+    Ok(best)
 }

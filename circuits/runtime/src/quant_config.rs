@@ -37,6 +37,15 @@ pub struct QuantConfig {
     /// much finer. 0 is the exact mode.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rounding_bits: u32,
+    /// Clip input and activation ranges to the tail quantiles that minimize
+    /// the mean squared quantization error on the calibration set (instead
+    /// of the full calibrated min..max).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub clip_ranges: bool,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -55,6 +64,7 @@ impl Default for QuantConfig {
             rounding: Rounding::ErrorFeedback,
             refine_sweeps: 2,
             rounding_bits: 0,
+            clip_ranges: false,
         }
     }
 }

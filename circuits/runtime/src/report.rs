@@ -79,6 +79,10 @@ pub struct Report {
     /// circuits compiled before it was recorded).
     #[serde(default)]
     pub logits: Option<LogitStats>,
+    /// Why the compile options were chosen (`auto`): one line per candidate
+    /// parameter set tried, then the decision. Empty when nothing was chosen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selection: Vec<String>,
 }
 
 /// Decoded logits on the calibration set: the range hardening policies
@@ -236,6 +240,12 @@ impl Report {
             },
             self.calibration_samples
         );
+        if !self.selection.is_empty() {
+            let _ = writeln!(s, "\nselection:");
+            for line in &self.selection {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
         s
     }
 }

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use blindfold_compiler::pipeline::{circuit_accuracy, fidelity, ModelBundle};
+use blindfold_compiler::pipeline::{
+    circuit_accuracy, fidelity, fidelity_of, ModelBundle, Reference,
+};
 use blindfold_runtime::circuit::Circuit;
 use blindfold_runtime::eval::clear::run_program;
 use blindfold_runtime::eval::fhe::{
@@ -20,7 +22,14 @@ use blindfold_runtime::serial::Bytes;
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
     pub model: String,
+    /// The parameter set's tfhe-rs name, and its short name (`2_2`, `3_2`…).
     pub params: String,
+    pub params_short: String,
+    /// Accumulator bits the bootstraps round away (0: exact mode).
+    pub rounding_bits: u32,
+    pub clip_ranges: bool,
+    /// Spare window boxes on each side of the calibrated accumulator range.
+    pub margin: u32,
     pub precision_bits: u32,
     pub input_bits: u32,
     pub activation_bits: u32,
@@ -52,6 +61,15 @@ pub struct BenchReport {
     /// path's per inference (measured; flips upstream count there too).
     pub predicted_flips_per_inference: f64,
     pub fhe_outputs_changed_per_inference: f64,
+    /// The same count from the clear path's simulation of the noise, all
+    /// test rows: the predicted rate the measured one is compared with.
+    pub simulated_outputs_changed_per_inference: f64,
+    /// `float_agreement` of the simulating clear path (one draw per row).
+    pub simulated_float_agreement: f64,
+    /// Relative squared error of the centred logits against the float ones.
+    pub float_logit_error: f64,
+    /// Why `auto` chose this configuration (empty when nothing was chosen).
+    pub selection: Vec<String>,
     pub pbs_per_inference: usize,
     pub ks_per_inference: usize,
     pub worker_threads: usize,
@@ -133,11 +151,14 @@ pub fn run(
     let fid = fidelity(bundle, circuit, bundle.test)?;
     let program = Program::from_circuit(circuit)?;
     let none = TableSet::default();
-    let mut sim_correct = 0usize;
+    let sim_fid = fidelity_of(&Reference::new(bundle, bundle.test)?, circuit, 1, 1)?;
+    let (mut sim_correct, mut sim_changed) = (0usize, 0usize);
     for (x, label) in raw.iter().zip(&labels) {
         let q = circuit.input.quantize(x)?;
-        sim_correct +=
-            usize::from(circuit.predict_class(&simulate(&program, &q, &mut sim_rng)?) == *label);
+        let simulated = simulate(&program, &q, &mut sim_rng)?;
+        let exact = run_program(&program, &none, &q)?;
+        sim_changed += simulated.iter().zip(&exact).filter(|(a, b)| a != b).count();
+        sim_correct += usize::from(circuit.predict_class(&simulated) == *label);
     }
     let mut clear_us = Vec::new();
     for x in raw.iter().take(200) {
@@ -244,6 +265,10 @@ pub fn run(
     Ok(BenchReport {
         model: bundle.name.clone(),
         params: circuit.params.name().to_string(),
+        params_short: circuit.params.short_name().to_string(),
+        rounding_bits: circuit.quant_config.rounding_bits,
+        clip_ranges: circuit.quant_config.clip_ranges,
+        margin: circuit.quant_config.margin,
         precision_bits: circuit.precision_bits,
         input_bits: circuit.input.bits,
         activation_bits: circuit.quant_config.activation_bits,
@@ -262,6 +287,10 @@ pub fn run(
         acc_shift: circuit.layers.iter().map(|l| l.acc_shift).collect(),
         predicted_flips_per_inference: circuit.report.flips_per_inference,
         fhe_outputs_changed_per_inference: changed as f64 / s,
+        simulated_outputs_changed_per_inference: sim_changed as f64 / n.max(1) as f64,
+        simulated_float_agreement: sim_fid.agreement,
+        float_logit_error: fid.logit_error,
+        selection: circuit.report.selection.clone(),
         pbs_per_inference: pbs,
         ks_per_inference: ks,
         worker_threads: threads,
@@ -337,8 +366,8 @@ impl BenchReport {
         );
         let _ = writeln!(
             s,
-            "\nquantized vs float: {:.3} of test predictions agree, mean KL {:.4}",
-            self.float_agreement, self.float_kl
+            "\nquantized vs float: {:.3} of test predictions agree ({:.3} simulating the noise), mean KL {:.4}, relative logit error {:.4}",
+            self.float_agreement, self.simulated_float_agreement, self.float_kl, self.float_logit_error
         );
         let _ = writeln!(
             s,
@@ -348,8 +377,11 @@ impl BenchReport {
         if self.acc_shift.iter().any(|k| *k > 0) {
             let _ = writeln!(
                 s,
-                "approximate rounding (accumulator shift {:?}): {:.3} rounding flips per inference predicted; {:.3} decrypted outputs per inference differ from the clear path",
-                self.acc_shift, self.predicted_flips_per_inference, self.fhe_outputs_changed_per_inference
+                "approximate rounding (accumulator shift {:?}): {:.3} rounding flips per inference predicted; outputs per inference that differ from the exact clear path: {:.3} simulated (all test rows), {:.3} decrypted",
+                self.acc_shift,
+                self.predicted_flips_per_inference,
+                self.simulated_outputs_changed_per_inference,
+                self.fhe_outputs_changed_per_inference
             );
         }
         let _ = writeln!(
@@ -385,4 +417,54 @@ impl BenchReport {
         );
         s
     }
+}
+
+/// One row of `blindfold cost-model`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CostRow {
+    pub set: String,
+    pub name: String,
+    pub polynomial_size: usize,
+    /// Measured: one keyswitch + one bootstrap, one thread, mean of `reps`.
+    pub ks_pbs_ms: f64,
+    pub ks_ms: f64,
+    pub pbs_ms: f64,
+    /// What `--params auto` assumes (`select::unit_cost_ms`).
+    pub assumed_ms: f64,
+    pub eval_key_bytes: usize,
+    /// The decompressed evaluation key in the server's memory.
+    pub server_key_bytes: usize,
+}
+
+/// Times one keyswitch and one bootstrap on every vetted set, cheapest
+/// (by the built-in cost model) first.
+pub fn cost_model(reps: usize, log: &mut dyn FnMut(String)) -> Result<Vec<CostRow>, anyhow::Error> {
+    use blindfold_compiler::select::{sets_by_cost, unit_cost_ms};
+    let mut rows = Vec::new();
+    for ps in sets_by_cost() {
+        log(format!("{}: generating keys…", ps.name()));
+        let ck = ClientKey::generate(ps);
+        let cek = ck.evaluation_key();
+        let eval_key_bytes = cek.to_bytes()?.len();
+        let ek = cek.decompress();
+        let (ks, pbs) = time_primitives(&ek, reps);
+        log(format!(
+            "{}: KS {:.2} ms + PBS {:.2} ms",
+            ps.short_name(),
+            ks * 1e3,
+            pbs * 1e3
+        ));
+        rows.push(CostRow {
+            set: ps.short_name().to_string(),
+            name: ps.name().to_string(),
+            polynomial_size: ps.polynomial_size(),
+            ks_pbs_ms: (ks + pbs) * 1e3,
+            ks_ms: ks * 1e3,
+            pbs_ms: pbs * 1e3,
+            assumed_ms: unit_cost_ms(ps),
+            eval_key_bytes,
+            server_key_bytes: ek.memory_bytes(),
+        });
+    }
+    Ok(rows)
 }

@@ -65,6 +65,16 @@ enum Command {
         #[command(flatten)]
         opts: CompileArgs,
     },
+    /// Time one keyswitch + one bootstrap on every vetted parameter set (the
+    /// cost model `--params auto` orders the sets by).
+    CostModel {
+        /// Repetitions per set (the median is reported)
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+        /// Print JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
     #[command(flatten)]
     Net(commands::NetCommand),
 }
@@ -97,17 +107,29 @@ struct CompileArgs {
     layer_activation_bits: Vec<(usize, u32)>,
     /// Accumulator bits below the window that each bootstrap rounds away
     /// (approximate rounding: finer weights, FHE may differ from the clear
-    /// path by one box near rounding boundaries; 0 = exact mode)
-    #[arg(long, default_value_t = 0)]
-    rounding_bits: u32,
+    /// path by one box near rounding boundaries; 0 = exact mode, bit-exact
+    /// with the clear path) [default: chosen on the training rows]
+    #[arg(long)]
+    rounding_bits: Option<u32>,
+    /// Clip input and activation ranges to the tail quantiles with the least
+    /// quantization error (`true`/`false`) [default: chosen on the training rows]
+    #[arg(long)]
+    clip_ranges: Option<bool>,
+    /// Spare accumulator-window boxes on each side of the calibrated range
+    /// (headroom for inputs beyond the calibration rows) [default: chosen]
+    #[arg(long)]
+    margin: Option<u32>,
     /// Sweeps of rounding refinement on the calibration rows (0 = off)
     #[arg(long, default_value_t = 2)]
     refine_sweeps: usize,
     /// Weight rounding
     #[arg(long, value_enum, default_value_t = RoundingArg::ErrorFeedback)]
     rounding: RoundingArg,
-    /// Accept a cheaper parameter set if it loses at most this much training accuracy
-    #[arg(long, default_value_t = 0.015)]
+    /// `auto` takes the cheapest parameter set whose best configuration
+    /// disagrees with the float model's predictions on at most this fraction
+    /// of the validation rows (the last 20 % of the training rows, held out
+    /// from calibration; clear path simulating the encrypted noise)
+    #[arg(long, default_value_t = 0.015, value_parser = parse_fraction)]
     max_loss: f64,
 }
 
@@ -151,6 +173,15 @@ enum RoundingArg {
     Nearest,
 }
 
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be a fraction in 0..=1"))
+    }
+}
+
 fn parse_stage_bits(s: &str) -> Result<(usize, u32), String> {
     let (a, b) = s
         .split_once('=')
@@ -177,7 +208,9 @@ fn compile_model(model: &Path, a: &CompileArgs) -> anyhow::Result<(ModelBundle, 
     let mut base = QuantConfig {
         rounding,
         refine_sweeps: a.refine_sweeps,
-        rounding_bits: a.rounding_bits,
+        rounding_bits: a.rounding_bits.unwrap_or(0),
+        clip_ranges: a.clip_ranges.unwrap_or(false),
+        margin: a.margin.unwrap_or(1),
         stage_activation_bits: a.layer_activation_bits.clone(),
         ..QuantConfig::default()
     };
@@ -188,6 +221,9 @@ fn compile_model(model: &Path, a: &CompileArgs) -> anyhow::Result<(ModelBundle, 
         input_bits: a.input_bits,
         activation_bits: a.activation_bits,
         accumulator_bits: a.accumulator_bits,
+        rounding_bits: a.rounding_bits,
+        clip_ranges: a.clip_ranges,
+        margin: a.margin,
     };
     let (_, compiled) = select::choose(&bundle, params, &base, &widths, a.max_loss, &mut |m| {
         eprintln!("{m}")
@@ -204,6 +240,35 @@ fn main() -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             runtime.block_on(commands::run(command, &cli.server))?;
+        }
+        Command::CostModel { reps, json } => {
+            let rows = bench::cost_model(reps.max(1), &mut |m| eprintln!("{m}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<4} {:<52} {:>6} {:>10} {:>10} {:>14} {:>16}",
+                    "set",
+                    "tfhe-rs name",
+                    "N",
+                    "KS+PBS ms",
+                    "built-in",
+                    "eval key MB",
+                    "server key GB"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<4} {:<52} {:>6} {:>10.2} {:>10.1} {:>14.1} {:>16.3}",
+                        r.set,
+                        r.name,
+                        r.polynomial_size,
+                        r.ks_pbs_ms,
+                        r.assumed_ms,
+                        r.eval_key_bytes as f64 / 1e6,
+                        r.server_key_bytes as f64 / 1e9
+                    );
+                }
+            }
         }
         Command::Compile { model, out, opts } => {
             let (_, circuit) = compile_model(&model, &opts)?;

@@ -152,5 +152,6 @@ pub(crate) fn build(circuit: &Circuit, calibration: &[Vec<i64>]) -> Result<Repor
         flips_per_inference: flips,
         calibration_samples: calibration.len(),
         logits: stats,
+        selection: Vec::new(),
     })
 }

@@ -132,6 +132,39 @@ impl AffineQuant {
         let zp = (-lo / scale).round() as i64;
         (scale, zp.clamp(0, levels as i64))
     }
+
+    /// Scale and zero point for `bits` from sample values, clipping the range
+    /// to the pair of tail quantiles (none, 0.1 % … 10 % on either side) with
+    /// the least mean squared quantization error over the samples.
+    pub fn fit_values(bits: u32, values: &[f64]) -> (f64, i64) {
+        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        if sorted.is_empty() {
+            return Self::fit(bits, 0.0, 0.0);
+        }
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let at = |q: f64| sorted[((q * (n - 1) as f64).round() as usize).min(n - 1)];
+        const TAILS: [f64; 7] = [0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1];
+        let levels = (1i64 << bits) - 1;
+        let mut best = (f64::INFINITY, Self::fit(bits, sorted[0], sorted[n - 1]));
+        for lo_tail in TAILS {
+            for hi_tail in TAILS {
+                let (s, z) = Self::fit(bits, at(lo_tail), at(1.0 - hi_tail));
+                let err: f64 = sorted
+                    .iter()
+                    .map(|v| {
+                        let q = ((v / s).round() + z as f64).clamp(0.0, levels as f64);
+                        let d = v - s * (q - z as f64);
+                        d * d
+                    })
+                    .sum();
+                if err < best.0 {
+                    best = (err, (s, z));
+                }
+            }
+        }
+        best.1
+    }
 }
 
 /// One quantized stage.
@@ -285,7 +318,12 @@ pub fn quantize(
             .iter()
             .map(|x| x[i])
             .fold(f64::NEG_INFINITY, f64::max);
-        let (s, z) = AffineQuant::fit(config.input_bits, lo, hi);
+        let (s, z) = if config.clip_ranges {
+            let values: Vec<f64> = calibration.iter().map(|x| x[i]).collect();
+            AffineQuant::fit_values(config.input_bits, &values)
+        } else {
+            AffineQuant::fit(config.input_bits, lo, hi)
+        };
         scale.push(s);
         zero_point.push(z);
     }
@@ -501,10 +539,28 @@ fn quantize_stage(
         }
     } else {
         let bits = config.activation_bits_for(index);
-        let (scale, zero_point) = ranges
-            .iter()
-            .map(|(lo, hi)| AffineQuant::fit(bits, *lo, *hi))
-            .unzip();
+        let (scale, zero_point) = if config.clip_ranges {
+            (0..n_out)
+                .map(|j| {
+                    let row = &weight[j * n_in..(j + 1) * n_in];
+                    let values: Vec<f64> = q_calib
+                        .iter()
+                        .map(|q| {
+                            act(
+                                j,
+                                row.iter().zip(q).map(|(w, x)| w * x).sum::<i64>() + bias[j],
+                            )
+                        })
+                        .collect();
+                    AffineQuant::fit_values(bits, &values)
+                })
+                .unzip()
+        } else {
+            ranges
+                .iter()
+                .map(|(lo, hi)| AffineQuant::fit(bits, *lo, *hi))
+                .unzip()
+        };
         AffineQuant {
             bits,
             scale,

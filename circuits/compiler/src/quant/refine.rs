@@ -73,8 +73,21 @@ pub fn refine(
     if n == 0 || net.stages.is_empty() {
         return;
     }
-    let window = 1i64 << net.config.accumulator_bits;
-    let usable = window - 2 * net.config.margin as i64;
+    // Exact mode: an accumulator's calibrated range may move as long as it
+    // spans fewer than `usable` values (the window follows it). Approximate
+    // mode: the bucket boundaries are anchored at the window's bottom, so the
+    // window stays where quantization put it (`acc_min`) and every
+    // accumulator must stay inside its usable part.
+    let shift = net.config.rounding_bits;
+    let usable = ((1i64 << net.config.accumulator_bits) - 2 * net.config.margin as i64) << shift;
+    let anchors: Vec<Vec<i64>> = net.stages.iter().map(|s| s.acc_min.clone()).collect();
+    let fits = |l: usize, j: usize, lo: i64, hi: i64| -> bool {
+        if shift == 0 {
+            hi - lo < usable
+        } else {
+            lo >= anchors[l][j] && hi < anchors[l][j] + usable
+        }
+    };
     let targets_logp: Vec<Vec<f64>> = float_logits.iter().map(|v| log_softmax(v)).collect();
     let targets: Vec<Vec<f64>> = targets_logp
         .iter()
@@ -136,7 +149,7 @@ pub fn refine(
                             lo = lo.min(a);
                             hi = hi.max(a);
                         }
-                        if hi - lo >= usable {
+                        if !fits(l, j, lo, hi) {
                             continue;
                         }
                         // apply tentatively
@@ -192,7 +205,7 @@ pub fn refine(
                                         lo = lo.min(st.acc[k][s][m]);
                                         hi = hi.max(st.acc[k][s][m]);
                                     }
-                                    hi - lo < usable
+                                    fits(k, m, lo, hi)
                                 })
                             });
                         if downstream_ok {
@@ -229,7 +242,9 @@ pub fn refine(
     // calibrated ranges of the refined network
     for (l, stage) in net.stages.iter_mut().enumerate() {
         for j in 0..stage.out_len {
-            stage.acc_min[j] = (0..n).map(|s| st.acc[l][s][j]).min().unwrap_or(0);
+            if shift == 0 {
+                stage.acc_min[j] = (0..n).map(|s| st.acc[l][s][j]).min().unwrap_or(0);
+            }
             stage.acc_max[j] = (0..n).map(|s| st.acc[l][s][j]).max().unwrap_or(0);
         }
     }
