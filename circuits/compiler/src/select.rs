@@ -40,15 +40,17 @@ pub fn default_window(params: ParamSet) -> u32 {
 }
 
 /// Milliseconds of one keyswitch + one programmable bootstrap on one core
-/// of this project's reference machine (2-core AMD EPYC, AVX-512), as
-/// printed by `blindfold cost-model` (mean of 20). Only the order matters
-/// to `auto`; the figures are in the report so a reader can see the price.
+/// of this project's reference machine (2-core AMD EPYC), as printed by
+/// `blindfold cost-model` (mean of 20, 2026-12-02; absolute figures drift
+/// with the host's load, the ratios — 1 : 2.3 : 3.0 : 6.8 — hold). Only
+/// the order matters to `auto`; the figures are in the report so a reader
+/// can see the price.
 pub fn unit_cost_ms(params: ParamSet) -> f64 {
     match params {
-        ParamSet::Message2Carry2 => 9.4,
-        ParamSet::Message3Carry2 => 24.0,
-        ParamSet::Message2Carry3 => 38.0,
-        ParamSet::Message3Carry3 => 83.0,
+        ParamSet::Message2Carry2 => 45.4,
+        ParamSet::Message3Carry2 => 104.5,
+        ParamSet::Message2Carry3 => 135.1,
+        ParamSet::Message3Carry3 => 310.8,
     }
 }
 
