@@ -17,7 +17,7 @@ pub const BOB: &str = "bob-token-0123456789ab";
 
 /// The fast model (2_2 parameters) the tests encrypt for.
 pub const FAST: &str = "digits-mlp-fast";
-/// A 3_3 model with `PredictClear` disabled.
+/// A 3_3 model (R3, exact compile) with `PredictClear` disabled.
 pub const SLOW_NO_CLEAR: &str = "cancer-mlp";
 /// The fast circuit under the default policy (label only).
 pub const LABEL: &str = "digits-label";
@@ -98,7 +98,7 @@ budget = {{ epsilon = {PATE_EPSILON:?}, delta = {PATE_DELTA:e} }}
             .join(", "),
         data = data_dir.display(),
         fast = models.join("digits-mlp-fast.circuit.json").display(),
-        cancer = models.join("cancer-mlp.circuit.json").display(),
+        cancer = models.join("cancer-mlp-exact.circuit.json").display(),
     )
 }
 

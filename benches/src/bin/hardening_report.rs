@@ -37,7 +37,7 @@ use serde::Serialize;
 #[command(about = "Accuracy, bootstraps and latency of each hardening policy on digits")]
 struct Args {
     /// The single model (R1).
-    #[arg(long, default_value = "models/digits-mlp.circuit.json")]
+    #[arg(long, default_value = "models/digits-mlp-exact.circuit.json")]
     circuit: PathBuf,
     /// Its ONNX file (float accuracy and the test split).
     #[arg(long, default_value = "models/digits-mlp.onnx")]

@@ -44,7 +44,7 @@ fn shipped_circuits_match_a_fresh_compile() {
             "{m}"
         );
     }
-    // the exact 2_2 variant the lab's privacy audits run on
+    // the exact 2_2 variant some of the lab's privacy tests run on
     let exact = select::Widths {
         input_bits: Some(2),
         activation_bits: Some(2),
@@ -56,5 +56,25 @@ fn shipped_circuits_match_a_fresh_compile() {
     assert_eq!(
         recompile("digits-mlp", Some(ParamSet::Message2Carry2), exact),
         shipped("digits-mlp-fast.circuit.json")
+    );
+    // the exact 3_3 compile the attack lab's R1 victims and the hardening
+    // report run on
+    let exact = select::Widths {
+        input_bits: Some(3),
+        activation_bits: Some(4),
+        ..exact
+    };
+    assert_eq!(
+        recompile("digits-mlp", Some(ParamSet::Message3Carry3), exact),
+        shipped("digits-mlp-exact.circuit.json")
+    );
+    // R3's exact 3_3 compile, the service tests' 3_3 model
+    let exact = select::Widths {
+        activation_bits: Some(3),
+        ..exact
+    };
+    assert_eq!(
+        recompile("cancer-mlp", Some(ParamSet::Message3Carry3), exact),
+        shipped("cancer-mlp-exact.circuit.json")
     );
 }

@@ -590,31 +590,44 @@ async fn audit(
     // a sample of each policy's answers through real encryption
     let mut checks = Vec::new();
     if fhe_sample > 0 {
-        let dir = KeyDir::new(keys);
-        let probe_model = targets
-            .iter()
-            .find_map(|t| t.mlp.clone())
-            .ok_or_else(|| anyhow::anyhow!("no R1 victim to check through encryption"))?;
-        let (_, probe) = remote.get_model(&probe_model).await?;
-        if !dir.exists() || dir.params()? != probe.params {
-            eprintln!(
-                "generating {} keys in {}",
-                probe.params.short_name(),
-                keys.display()
-            );
-            dir.generate(probe.params, true, &mut |_| {})?;
+        // one key per parameter set the checked models use, each in its own
+        // subdirectory of `keys` (made once, reused by later audits)
+        let mut registered: Vec<(ParamSet, blindfold_client::ClientKey, String)> = Vec::new();
+        for t in &targets {
+            let Some(model) = &t.mlp else { continue };
+            let (_, spec) = remote.get_model(model).await?;
+            if registered.iter().any(|(p, _, _)| *p == spec.params) {
+                continue;
+            }
+            let dir = KeyDir::new(&keys.join(spec.params.short_name()));
+            if !dir.exists() || dir.params()? != spec.params {
+                eprintln!(
+                    "generating {} keys in {}",
+                    spec.params.short_name(),
+                    dir.path().display()
+                );
+                dir.generate(spec.params, true, &mut |_| {})?;
+            }
+            let ck = dir.client_key()?;
+            let ek = Arc::new(dir.evaluation_key()?);
+            let key_id = remote
+                .register_key(ek, spec.params.name(), Arc::new(|_, _| {}))
+                .await?
+                .key_id;
+            registered.push((spec.params, ck, key_id));
         }
-        let ck = dir.client_key()?;
-        let ek = Arc::new(dir.evaluation_key()?);
-        let key_id = remote
-            .register_key(ek, probe.params.name(), Arc::new(|_, _| {}))
-            .await?
-            .key_id;
+        if registered.is_empty() {
+            bail!("no R1 victim to check through encryption");
+        }
         let data = Data::load(repo)?;
         let rows: Vec<Vec<f64>> = data.test.iter().take(fhe_sample).cloned().collect();
         for t in &targets {
             let Some(model) = &t.mlp else { continue };
             let (_, spec) = remote.get_model(model).await?;
+            let (_, ck, key_id) = registered
+                .iter()
+                .find(|(p, _, _)| *p == spec.params)
+                .ok_or_else(|| anyhow::anyhow!("no key registered for {model}"))?;
             let (remote, handle) = (remote.clone(), tokio::runtime::Handle::current());
             let (model, ck, key_id, rows) =
                 (model.clone(), ck.clone(), key_id.clone(), rows.clone());

@@ -64,7 +64,7 @@ impl Victims {
         Ok(Self {
             roles: vec![
                 (Role::Logreg, vec![hash("digits-logreg.circuit.json")?]),
-                (Role::Mlp, vec![hash("digits-mlp.circuit.json")?]),
+                (Role::Mlp, vec![hash("digits-mlp-exact.circuit.json")?]),
                 (Role::Canary, vec![hash("digits-canary.circuit.json")?]),
                 (
                     Role::Pate,

@@ -265,8 +265,8 @@ fn full_report() {
         )
         .unwrap(),
     );
-    let mut victim = oracle("digits-mlp.circuit.json", OutputMode::Raw, None);
-    let mut mlp_ref = oracle("digits-mlp.circuit.json", OutputMode::Raw, None);
+    let mut victim = oracle("digits-mlp-exact.circuit.json", OutputMode::Raw, None);
+    let mut mlp_ref = oracle("digits-mlp-exact.circuit.json", OutputMode::Raw, None);
     show(&equation_solving(&mut victim, &mut mlp_ref, &s, &points, &mut Rng::new(14)).unwrap());
 
     for (file, surrogate) in [
@@ -274,7 +274,10 @@ fn full_report() {
             "digits-logreg.circuit.json",
             SurrogateKind::SoftmaxRegression,
         ),
-        ("digits-mlp.circuit.json", SurrogateKind::Mlp { hidden: 32 }),
+        (
+            "digits-mlp-exact.circuit.json",
+            SurrogateKind::Mlp { hidden: 32 },
+        ),
     ] {
         for strategy in [Strategy::Uniform, Strategy::Adaptive] {
             let mut victim = oracle(file, OutputMode::Label, None);
@@ -296,7 +299,10 @@ fn full_report() {
     }
 
     let (test, labels) = rows("1497..1796");
-    for file in ["digits-logreg.circuit.json", "digits-mlp.circuit.json"] {
+    for file in [
+        "digits-logreg.circuit.json",
+        "digits-mlp-exact.circuit.json",
+    ] {
         for seed in [
             SeedSet::Rows(held_out_seeds()),
             SeedSet::Uniform { count: 150 },
