@@ -64,6 +64,10 @@ pub struct BenchReport {
     /// The same count from the clear path's simulation of the noise, all
     /// test rows: the predicted rate the measured one is compared with.
     pub simulated_outputs_changed_per_inference: f64,
+    /// The same on the rows run encrypted, mean of [`SIM_DRAWS`] draws per
+    /// row: the prediction `fhe_outputs_changed_per_inference` is checked
+    /// against (Poisson tolerance: ± 2·√(predicted count)).
+    pub simulated_outputs_changed_on_fhe_rows: f64,
     /// `float_agreement` of the simulating clear path (one draw per row).
     pub simulated_float_agreement: f64,
     /// Relative squared error of the centred logits against the float ones.
@@ -101,6 +105,9 @@ pub struct BenchReport {
     pub predicted_p_error: f64,
     pub predicted_p_error_worst: f64,
 }
+
+/// Simulated draws per encrypted row for the predicted changed outputs.
+const SIM_DRAWS: usize = 20;
 
 /// The clear path with the encrypted path's noise, one draw per call.
 fn simulate(
@@ -201,7 +208,7 @@ pub fn run(
     let mut enc_ms = Vec::new();
     let mut dec_ms = Vec::new();
     let (mut agree, mut label_agree, mut fhe_correct) = (0usize, 0usize, 0usize);
-    let (mut sim_agree, mut changed) = (0usize, 0usize);
+    let (mut sim_agree, mut changed, mut sim_changed_fhe_rows) = (0usize, 0usize, 0usize);
     let (mut in_bytes, mut out_bytes) = (0usize, 0usize);
     for (i, (x, label)) in raw.iter().zip(&labels).take(samples).enumerate() {
         let q = circuit.input.quantize(x)?;
@@ -225,6 +232,11 @@ pub fn run(
         changed += got.iter().zip(&expected).filter(|(a, b)| a != b).count();
         let simulated = simulate(&program, &q, &mut sim_rng)?;
         sim_agree += usize::from(class == circuit.predict_class(&simulated));
+        // the noise model's prediction for this very row: mean over draws
+        for _ in 0..SIM_DRAWS {
+            let d = simulate(&program, &q, &mut sim_rng)?;
+            sim_changed_fhe_rows += d.iter().zip(&expected).filter(|(a, b)| a != b).count();
+        }
         if class == circuit.predict_class(&expected) {
             label_agree += 1;
         }
@@ -290,6 +302,8 @@ pub fn run(
         predicted_flips_per_inference: circuit.report.flips_per_inference,
         fhe_outputs_changed_per_inference: changed as f64 / s,
         simulated_outputs_changed_per_inference: sim_changed as f64 / n.max(1) as f64,
+        simulated_outputs_changed_on_fhe_rows: sim_changed_fhe_rows as f64
+            / (samples.max(1) * SIM_DRAWS) as f64,
         simulated_float_agreement: sim_fid.agreement,
         float_logit_error: fid.logit_error,
         selection: circuit.report.selection.clone(),
@@ -380,10 +394,11 @@ impl BenchReport {
         if self.acc_shift.iter().any(|k| *k > 0) {
             let _ = writeln!(
                 s,
-                "approximate rounding (accumulator shift {:?}): {:.3} rounding flips per inference predicted; outputs per inference that differ from the exact clear path: {:.3} simulated (all test rows), {:.3} decrypted",
+                "approximate rounding (accumulator shift {:?}): {:.3} rounding flips per inference predicted; outputs per inference that differ from the exact clear path: {:.3} simulated (all test rows), {:.3} simulated on the encrypted rows, {:.3} decrypted",
                 self.acc_shift,
                 self.predicted_flips_per_inference,
                 self.simulated_outputs_changed_per_inference,
+                self.simulated_outputs_changed_on_fhe_rows,
                 self.fhe_outputs_changed_per_inference
             );
         }
