@@ -599,7 +599,7 @@ async fn audit(
             if registered.iter().any(|(p, _, _)| *p == spec.params) {
                 continue;
             }
-            let dir = KeyDir::new(&keys.join(spec.params.short_name()));
+            let dir = KeyDir::new(keys.join(spec.params.short_name()));
             if !dir.exists() || dir.params()? != spec.params {
                 eprintln!(
                     "generating {} keys in {}",
