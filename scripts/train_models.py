@@ -390,8 +390,9 @@ def seed_everything(seed):
 
 def train(model, x, y, spec):
     """Minibatch Adam on cross-entropy of the logits (with the spec's label
-    smoothing, 0 unless given), with a seeded shuffle."""
-    gen = torch.Generator().manual_seed(SEED)
+    smoothing, 0 unless given), with a shuffle seeded by the spec's "seed" (SEED
+    unless given)."""
+    gen = torch.Generator().manual_seed(spec.get("seed", SEED))
     opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
     loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.get("label_smoothing", 0.0))
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)

@@ -112,33 +112,6 @@ ZOO = {
 }
 
 
-def train(model, x, y, spec):
-    """Minibatch Adam on cross-entropy, seeded shuffle (the spec's seed)."""
-    gen = torch.Generator().manual_seed(spec["seed"])
-    opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
-    loss_fn = nn.CrossEntropyLoss()
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    n = xt.shape[0]
-    for epoch in range(spec["epochs"]):
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        total = 0.0
-        for i in range(0, n, spec["batch_size"]):
-            idx = perm[i : i + spec["batch_size"]]
-            opt.zero_grad()
-            loss = loss_fn(model.logits(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.numel()
-        if (epoch + 1) % 50 == 0:
-            model.eval()
-            with torch.no_grad():
-                acc = (model.logits(xt).argmax(1) == yt).float().mean().item()
-            print(f"  epoch {epoch + 1:4d}  loss {total / n:.4f}  train acc {acc:.4f}")
-    model.eval()
-    return model
-
-
 def export_matmul(model, spec, path):
     """The trained MLP as MatMul + Add (+ activation) nodes, weights as initializers."""
     act_op = {torch.relu: "Relu", torch.tanh: "Tanh", torch.sigmoid: "Sigmoid"}[model.act]
@@ -185,7 +158,7 @@ def build(name):
         prep = {"kind": "none"}
     tm.seed_everything(spec["seed"])
     model = spec["build"]()
-    train(model, tm.prepare_inputs(x_train, spec, prep, np.float64), y_train, spec)
+    tm.train(model, tm.prepare_inputs(x_train, spec, prep, np.float64), y_train, spec)
     path = os.path.join(OUT_DIR, f"{name}.onnx")
     if spec.get("matmul"):
         export_matmul(model, spec, path)
