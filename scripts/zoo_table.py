@@ -23,6 +23,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = ["digits-mlp", "digits-cnn", "cancer-mlp", "digits-logreg"]
 
 
+def rounding(r):
+    """The rounding bits, per layer (`5` or `6,5` when the layers differ)."""
+    shifts = r.get("acc_shift") or [r["rounding_bits"]]
+    if len(set(shifts)) == 1:
+        return str(shifts[0])
+    return ",".join(str(k) for k in shifts)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=0)
@@ -52,12 +60,12 @@ def main():
         rows.append((r, loss, sim_loss))
         print(f"{r['model']}: {r['params_short']} loss {loss:.1f} (simulated {sim_loss:.1f}) "
               f"in {r['compile_and_bench_s']:.0f} s", file=sys.stderr)
-    print("| model | set | in/act/round bits, margin, clip | PBS | float | clear | simulated FHE | agreement | loss (pts) | simulated loss |")
+    print("| model | set | in/act/round bits (per layer where they differ), margin, clip | PBS | float | clear | simulated FHE | agreement | loss (pts) | simulated loss |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r, loss, sim_loss in rows:
         print(
             f"| `{r['model']}` | {r['params_short']} | {r['input_bits']}/{r['activation_bits']}/"
-            f"{r['rounding_bits']}, m{r['margin']}{', clip' if r['clip_ranges'] else ''} | {r['pbs_per_inference']} | "
+            f"{rounding(r)}, m{r['margin']}{', clip' if r['clip_ranges'] else ''} | {r['pbs_per_inference']} | "
             f"{r['float_accuracy']:.4f} | {r['quantized_accuracy']:.4f} | {r['simulated_accuracy']:.4f} | "
             f"{r['float_agreement']:.3f} | {loss:.1f} | {sim_loss:.1f} |"
         )

@@ -12,9 +12,10 @@
 //! one keyswitch + bootstrap measured on this machine, [`unit_cost_ms`]) to
 //! the dearest. On each it searches input bits, activation bits, the
 //! accumulator bits the bootstrap rounds away (approximate rounding) and
-//! range clipping over a grid (every combination, in parallel), and
-//! rejects candidates whose predicted failure probability per inference
-//! exceeds [`MAX_P_FAIL`]. The first set whose best candidate disagrees with
+//! range clipping over a grid (every combination, in parallel), then each
+//! layer's own rounding bits (its weight and accumulator precision) one
+//! layer at a time, and rejects candidates whose predicted failure
+//! probability per inference exceeds [`MAX_P_FAIL`]. The first set whose best candidate disagrees with
 //! the float model on at most `max_loss` of the validation rows wins; when
 //! none does, the most faithful candidate of all. The chosen configuration
 //! is then recompiled on all training rows and the reasons are written into
@@ -93,11 +94,13 @@ pub struct Widths {
 }
 
 /// One point of the search space on a parameter set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Point {
     input: u32,
     act: u32,
     round: u32,
+    /// Per-layer overrides of `round` (layer index → rounding bits).
+    layers: Vec<(usize, u32)>,
     clip: bool,
     margin: u32,
     /// Rounding refinement (`base.refine_sweeps`) on: slow on wide layers,
@@ -110,18 +113,23 @@ struct Scored {
     fid: Fidelity,
     p_fail: f64,
     score: f64,
+    /// Layers of the compiled circuit.
+    n_layers: usize,
 }
 
 fn score(f: &Fidelity) -> f64 {
     (1.0 - f.agreement) + LOGIT_WEIGHT * f.logit_error
 }
 
-fn options(base: &QuantConfig, ps: ParamSet, window: u32, p: Point) -> CompileOptions {
+fn options(base: &QuantConfig, ps: ParamSet, window: u32, p: &Point) -> CompileOptions {
     let mut q = base.clone();
     q.input_bits = p.input;
     q.activation_bits = p.act;
     q.accumulator_bits = window;
     q.rounding_bits = p.round;
+    if !p.layers.is_empty() {
+        q.stage_rounding_bits = p.layers.clone();
+    }
     q.clip_ranges = p.clip;
     q.margin = p.margin;
     if !p.refine {
@@ -182,11 +190,12 @@ pub fn choose(
             input: widths.input_bits.unwrap_or(base.input_bits),
             act: widths.activation_bits.unwrap_or(base.activation_bits),
             round: widths.rounding_bits.unwrap_or(base.rounding_bits),
+            layers: Vec::new(),
             clip: widths.clip_ranges.unwrap_or(base.clip_ranges),
             margin: widths.margin.unwrap_or(base.margin),
             refine: true,
         };
-        let opts = options(base, ps, window, point);
+        let opts = options(base, ps, window, &point);
         let compiled = compile_bundle(bundle, &opts)?;
         return Ok((opts, compiled));
     }
@@ -220,12 +229,13 @@ pub fn choose(
         let loss = 1.0 - best.fid.agreement;
         let meets = loss <= max_loss;
         let line = format!(
-            "{} ({:.1} ms per KS+PBS, {window}-bit window): best {}-bit inputs, {}-bit activations, {} rounding bits, margin {}, clipping {}, refinement {}: disagreement {:.4}, relative logit error {:.4}, p_fail {} — {}",
+            "{} ({:.1} ms per KS+PBS, {window}-bit window): best {}-bit inputs, {}-bit activations, {} rounding bits{}, margin {}, clipping {}, refinement {}: disagreement {:.4}, relative logit error {:.4}, p_fail {} — {}",
             ps.short_name(),
             unit_cost_ms(ps),
             best.point.input,
             best.point.act,
             best.point.round,
+            layer_note(&best.point.layers),
             best.point.margin,
             if best.point.clip { "on" } else { "off" },
             if best.point.refine { "on" } else { "off" },
@@ -272,7 +282,7 @@ pub fn choose(
             (ps, window, s.point)
         }
     };
-    let opts = options(base, ps, window, point);
+    let opts = options(base, ps, window, &point);
     let mut compiled = compile_bundle(bundle, &opts)?;
     compiled.circuit.report.selection = reasons;
     Ok((opts, compiled))
@@ -318,6 +328,7 @@ fn search_set(
                             input,
                             act,
                             round,
+                            layers: Vec::new(),
                             clip,
                             margin,
                             refine: false,
@@ -327,37 +338,73 @@ fn search_set(
             }
         }
     }
-    let eval = |p: Point| -> Result<Option<Scored>, crate::Error> {
+    let eval = |p: &Point| -> Result<Option<Scored>, crate::Error> {
         let opts = options(base, ps, window, p);
         match compile_bundle(sub, &opts) {
             Ok(c) if c.circuit.report.p_fail_inference <= MAX_P_FAIL => {
                 let fid = fidelity_of(reference, &c.circuit, DRAWS, SEED)?;
                 Ok(Some(Scored {
-                    point: p,
+                    point: p.clone(),
                     score: score(&fid),
                     fid,
                     p_fail: c.circuit.report.p_fail_inference,
+                    n_layers: c.circuit.layers.len(),
                 }))
             }
             Ok(_) | Err(crate::Error::Quantize(_)) | Err(crate::Error::Compile(_)) => Ok(None),
             Err(e) => Err(e),
         }
     };
-    let scored = grid
-        .par_iter()
-        .map(|p| eval(*p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let scored = grid.par_iter().map(&eval).collect::<Result<Vec<_>, _>>()?;
     let fits = scored.iter().filter(|s| s.is_some()).count();
     // lowest score; ties to the earlier (cheaper, coarser) grid point
     let mut best = scored
         .into_iter()
         .flatten()
         .reduce(|a, b| if b.score < a.score { b } else { a });
+    // Each layer's own precision: the first layer reads fresh encryptions
+    // (tiny noise) and can take finer weights than later layers reading
+    // bootstrap outputs, whose noise the weights' 2-norm amplifies. A
+    // coordinate pass over the layers tries every other rounding width on
+    // one layer at a time (the failure bound still applies to each).
+    let mut tried = grid.len();
+    if let (Some(b), None) = (best.as_mut(), widths.rounding_bits) {
+        if b.n_layers > 1 && base.stage_rounding_bits.is_empty() && rounds.len() > 1 {
+            for _sweep in 0..2 {
+                let mut moved = false;
+                for layer in 0..b.n_layers {
+                    let current = layer_rounding(&b.point, layer);
+                    let cands: Vec<Point> = rounds
+                        .iter()
+                        .filter(|r| **r != current)
+                        .map(|r| with_layer(&b.point, layer, *r))
+                        .collect();
+                    tried += cands.len();
+                    let better = cands
+                        .par_iter()
+                        .map(&eval)
+                        .collect::<Result<Vec<_>, _>>()?
+                        .into_iter()
+                        .flatten()
+                        .filter(|s| s.score < b.score)
+                        .reduce(|a, c| if c.score < a.score { c } else { a });
+                    if let Some(s) = better {
+                        *b = s;
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+    }
     if let Some(b) = best.as_mut() {
         if base.refine_sweeps > 0 {
-            if let Some(r) = eval(Point {
+            tried += 1;
+            if let Some(r) = eval(&Point {
                 refine: true,
-                ..b.point
+                ..b.point.clone()
             })? {
                 if r.score <= b.score {
                     *b = r;
@@ -366,10 +413,48 @@ fn search_set(
         }
     }
     log(format!(
-        "  {}: {} configurations tried, {fits} compiled within p_fail ≤ {}",
+        "  {}: {tried} configurations tried ({} on the grid, {fits} of them within p_fail ≤ {})",
         ps.short_name(),
         grid.len(),
         fmt_p(MAX_P_FAIL)
     ));
     Ok(best)
+}
+
+/// Rounding bits of `layer` at point `p`.
+fn layer_rounding(p: &Point, layer: usize) -> u32 {
+    p.layers
+        .iter()
+        .find(|(l, _)| *l == layer)
+        .map_or(p.round, |(_, r)| *r)
+}
+
+/// `p` with `layer` rounded by `round` bits (overrides equal to the default
+/// are dropped, so equal configurations compare equal).
+fn with_layer(p: &Point, layer: usize, round: u32) -> Point {
+    let mut layers: Vec<(usize, u32)> = p
+        .layers
+        .iter()
+        .copied()
+        .filter(|(l, _)| *l != layer)
+        .collect();
+    if round != p.round {
+        layers.push((layer, round));
+    }
+    layers.sort_unstable();
+    Point {
+        layers,
+        ..p.clone()
+    }
+}
+
+fn layer_note(layers: &[(usize, u32)]) -> String {
+    if layers.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = layers
+        .iter()
+        .map(|(l, r)| format!("layer {l}: {r}"))
+        .collect();
+    format!(" ({})", parts.join(", "))
 }

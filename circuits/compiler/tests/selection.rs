@@ -175,3 +175,79 @@ fn range_clipping_lowers_the_quantization_error() {
     one.push(100.0);
     assert!((AffineQuant::fit_values(4, &one).0 - 100.0 / 15.0).abs() < 1e-9);
 }
+
+/// Each layer's rounding bits: fixed per layer by the user, they are kept
+/// (recorded in the circuit, one accumulator shift per layer); chosen by
+/// `auto`, the per-layer choice is recorded the same way and stays inside
+/// what the set carries.
+#[test]
+fn per_layer_rounding_bits() {
+    let b = bundle("tests/zoo/zoo-cancer-relu-matmul.onnx");
+    let fixed = Widths {
+        input_bits: Some(4),
+        activation_bits: Some(4),
+        accumulator_bits: None,
+        rounding_bits: Some(5),
+        clip_ranges: Some(false),
+        margin: Some(3),
+    };
+    let base = QuantConfig {
+        stage_rounding_bits: vec![(0, 3)],
+        ..QuantConfig::default()
+    };
+    let (_, c) = select::choose(
+        &b,
+        Some(ParamSet::Message2Carry2),
+        &base,
+        &fixed,
+        0.015,
+        &mut |_| {},
+    )
+    .expect("compiles");
+    let c = &c.circuit;
+    let shifts: Vec<u32> = c.layers.iter().map(|l| l.acc_shift).collect();
+    assert!(shifts.len() >= 2, "{shifts:?}");
+    assert_eq!(shifts[0], 3);
+    assert!(shifts[1..].iter().all(|k| *k == 5), "{shifts:?}");
+    assert_eq!(c.quant_config.stage_rounding_bits, vec![(0, 3)]);
+    assert_eq!(c.quant_config.rounding_bits_for(0), 3);
+    assert_eq!(c.quant_config.rounding_bits_for(1), 5);
+    // an out-of-range override is refused with the stage named
+    let bad = QuantConfig {
+        stage_rounding_bits: vec![(1, 9)],
+        ..QuantConfig::default()
+    };
+    let Err(err) = select::choose(
+        &b,
+        Some(ParamSet::Message2Carry2),
+        &bad,
+        &fixed,
+        0.015,
+        &mut |_| {},
+    ) else {
+        panic!("a 9-bit rounding override compiled");
+    };
+    assert!(err.to_string().contains("stage 1"), "{err}");
+    // auto on the 2_2 set: whatever it picks per layer is what the circuit
+    // runs, and every layer's shift fits the set's output bits
+    let (_, a) = select::choose(
+        &b,
+        Some(ParamSet::Message2Carry2),
+        &QuantConfig::default(),
+        &Widths::default(),
+        0.015,
+        &mut |_| {},
+    )
+    .expect("auto compiles");
+    let a = &a.circuit;
+    let window = select::default_window(ParamSet::Message2Carry2);
+    for (l, layer) in a.layers.iter().enumerate() {
+        assert_eq!(layer.acc_shift, a.quant_config.rounding_bits_for(l));
+        assert!(window + layer.acc_shift <= ParamSet::Message2Carry2.max_output_bits());
+    }
+    assert!(a
+        .report
+        .selection
+        .iter()
+        .any(|l| l.contains("rounding bits")));
+}

@@ -37,6 +37,10 @@ pub struct QuantConfig {
     /// much finer. 0 is the exact mode.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rounding_bits: u32,
+    /// Per stage overrides of `rounding_bits` (stage index → bits): each
+    /// layer's weight and accumulator precision chosen under its own noise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage_rounding_bits: Vec<(usize, u32)>,
     /// Clip input and activation ranges to the tail quantiles that minimize
     /// the mean squared quantization error on the calibration set (instead
     /// of the full calibrated min..max).
@@ -64,7 +68,18 @@ impl Default for QuantConfig {
             rounding: Rounding::ErrorFeedback,
             refine_sweeps: 2,
             rounding_bits: 0,
+            stage_rounding_bits: Vec::new(),
             clip_ranges: false,
         }
+    }
+}
+
+impl QuantConfig {
+    /// Rounding bits of stage `stage` (its override, else `rounding_bits`).
+    pub fn rounding_bits_for(&self, stage: usize) -> u32 {
+        self.stage_rounding_bits
+            .iter()
+            .find(|(s, _)| *s == stage)
+            .map_or(self.rounding_bits, |(_, b)| *b)
     }
 }

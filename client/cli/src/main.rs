@@ -111,6 +111,10 @@ struct CompileArgs {
     /// with the clear path) [default: chosen on the training rows]
     #[arg(long)]
     rounding_bits: Option<u32>,
+    /// Per-stage rounding bits, e.g. `--layer-rounding-bits 0=5` (repeatable;
+    /// given any, the per-layer search is off) [default: chosen per layer]
+    #[arg(long = "layer-rounding-bits", value_parser = parse_stage_bits)]
+    layer_rounding_bits: Vec<(usize, u32)>,
     /// Clip input and activation ranges to the tail quantiles with the least
     /// quantization error (`true`/`false`) [default: chosen on the training rows]
     #[arg(long)]
@@ -212,6 +216,7 @@ fn compile_model(model: &Path, a: &CompileArgs) -> anyhow::Result<(ModelBundle, 
         clip_ranges: a.clip_ranges.unwrap_or(false),
         margin: a.margin.unwrap_or(1),
         stage_activation_bits: a.layer_activation_bits.clone(),
+        stage_rounding_bits: a.layer_rounding_bits.clone(),
         ..QuantConfig::default()
     };
     if let Some(b) = a.accumulator_bits {

@@ -72,11 +72,13 @@ impl ConfigExt for QuantConfig {
                 self.input_bits, self.accumulator_bits
             ));
         }
-        if self.rounding_bits > 8 {
-            return bad(format!(
-                "rounding_bits {} must be in 0..=8",
-                self.rounding_bits
-            ));
+        for (stage, b) in std::iter::once((None, self.rounding_bits))
+            .chain(self.stage_rounding_bits.iter().map(|(s, b)| (Some(*s), *b)))
+        {
+            if b > 8 {
+                let at = stage.map_or(String::new(), |s| format!(" (stage {s})"));
+                return bad(format!("rounding_bits {b}{at} must be in 0..=8"));
+            }
         }
         if !(1..=20).contains(&self.output_bits) {
             return bad(format!(
@@ -428,7 +430,7 @@ fn quantize_stage(
         None
     };
     // the window in accumulator units: 2^p boxes of 2^shift values each
-    let shift = config.rounding_bits;
+    let shift = config.rounding_bits_for(index);
     let window = 1i64 << (config.accumulator_bits + shift);
     let usable = window - ((2 * config.margin as i64) << shift);
     let mut weight = vec![0i64; n_out * n_in];

@@ -78,11 +78,12 @@ pub fn refine(
     // mode: the bucket boundaries are anchored at the window's bottom, so the
     // window stays where quantization put it (`acc_min`) and every
     // accumulator must stay inside its usable part.
-    let shift = net.config.rounding_bits;
-    let usable = ((1i64 << net.config.accumulator_bits) - 2 * net.config.margin as i64) << shift;
+    let shifts: Vec<u32> = net.stages.iter().map(|s| s.shift).collect();
+    let boxes = (1i64 << net.config.accumulator_bits) - 2 * net.config.margin as i64;
     let anchors: Vec<Vec<i64>> = net.stages.iter().map(|s| s.acc_min.clone()).collect();
     let fits = |l: usize, j: usize, lo: i64, hi: i64| -> bool {
-        if shift == 0 {
+        let usable = boxes << shifts[l];
+        if shifts[l] == 0 {
             hi - lo < usable
         } else {
             lo >= anchors[l][j] && hi < anchors[l][j] + usable
@@ -242,7 +243,7 @@ pub fn refine(
     // calibrated ranges of the refined network
     for (l, stage) in net.stages.iter_mut().enumerate() {
         for j in 0..stage.out_len {
-            if shift == 0 {
+            if shifts[l] == 0 {
                 stage.acc_min[j] = (0..n).map(|s| st.acc[l][s][j]).min().unwrap_or(0);
             }
             stage.acc_max[j] = (0..n).map(|s| st.acc[l][s][j]).max().unwrap_or(0);
