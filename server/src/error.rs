@@ -87,9 +87,14 @@ pub enum ServiceError {
         #[source]
         source: blindfold_runtime::Error,
     },
-    /// A size, count or rate limit, a full queue, or a spent budget.
+    /// A size, count or rate limit, or a full queue.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The caller's query or privacy budget for a model is spent:
+    /// `RESOURCE_EXHAUSTED` with trailer `blindfold-error: budget-exhausted`,
+    /// so clients can tell it from a full queue (which is worth a retry).
+    #[error("{0}")]
+    BudgetExhausted(String),
     /// A valid request that does not fit the state (a key of another
     /// parameter set than the model's).
     #[error("{0}")]
@@ -150,6 +155,7 @@ impl ServiceError {
             InvalidArgument(m) => InvalidArgument(m.clone()),
             Input { context, source } => InvalidArgument(format!("{context}: {source}")),
             ResourceExhausted(m) => ResourceExhausted(m.clone()),
+            BudgetExhausted(m) => BudgetExhausted(m.clone()),
             FailedPrecondition(m) => FailedPrecondition(m.clone()),
             PermissionDenied(m) => PermissionDenied(m.clone()),
             DeadlineExceeded(m) => DeadlineExceeded(m.clone()),
@@ -193,6 +199,12 @@ impl From<crate::pool::PoolError> for ServiceError {
     }
 }
 
+/// Trailer naming the kind of an error where the status code alone is
+/// ambiguous (see `proto/README.md`).
+pub const ERROR_KIND_KEY: &str = "blindfold-error";
+/// [`ERROR_KIND_KEY`]'s value for a spent budget.
+pub const BUDGET_EXHAUSTED: &str = "budget-exhausted";
+
 impl From<ServiceError> for tonic::Status {
     fn from(e: ServiceError) -> Self {
         use tonic::Status;
@@ -202,6 +214,14 @@ impl From<ServiceError> for tonic::Status {
             ServiceError::InvalidArgument(m) => Status::invalid_argument(m),
             e @ ServiceError::Input { .. } => Status::invalid_argument(e.to_string()),
             ServiceError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            ServiceError::BudgetExhausted(m) => {
+                let mut meta = tonic::metadata::MetadataMap::new();
+                meta.insert(
+                    ERROR_KIND_KEY,
+                    tonic::metadata::MetadataValue::from_static(BUDGET_EXHAUSTED),
+                );
+                Status::with_metadata(tonic::Code::ResourceExhausted, m, meta)
+            }
             ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
             ServiceError::PermissionDenied(m) => Status::permission_denied(m),
             ServiceError::DeadlineExceeded(m) => Status::deadline_exceeded(m),

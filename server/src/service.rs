@@ -287,7 +287,7 @@ impl Service {
                 },
                 budget_proto(&model.name, &remaining),
             )),
-            Err(exhausted) => Err(ServiceError::ResourceExhausted(format!(
+            Err(exhausted) => Err(ServiceError::BudgetExhausted(format!(
                 "model {}: {exhausted}",
                 model.name
             ))),

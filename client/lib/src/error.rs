@@ -38,7 +38,108 @@ pub enum ClientError {
     Input(String),
 }
 
+/// What kind of failure an error is, for bindings that map each kind to
+/// an exception class (Python, Node.js) and for callers deciding whether
+/// a retry can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The address is malformed or the server cannot be reached.
+    Connection,
+    /// gRPC `INVALID_ARGUMENT` / `OUT_OF_RANGE`: the server refused the request.
+    InvalidArgument,
+    /// gRPC `NOT_FOUND`: no such model or key.
+    NotFound,
+    /// gRPC `UNAUTHENTICATED`: no token or an unknown one.
+    Unauthenticated,
+    /// gRPC `PERMISSION_DENIED`: forbidden by the model's owner or the
+    /// key's owner.
+    PermissionDenied,
+    /// gRPC `RESOURCE_EXHAUSTED` with `blindfold-error: budget-exhausted`:
+    /// the caller's budget for the model is spent (no retry helps).
+    BudgetExhausted,
+    /// gRPC `RESOURCE_EXHAUSTED` otherwise: a limit or a full queue.
+    ResourceExhausted,
+    /// gRPC `FAILED_PRECONDITION`: e.g. a key of another parameter set.
+    FailedPrecondition,
+    /// gRPC `UNAVAILABLE`: the server is shutting down or unreachable.
+    Unavailable,
+    /// gRPC `DEADLINE_EXCEEDED` / `CANCELLED`.
+    DeadlineExceeded,
+    /// gRPC `INTERNAL` and every other code: the server failed.
+    Server,
+    /// The server's answer or model spec failed the client's checks.
+    InvalidAnswer,
+    /// The caller's own input (rows, features) is unusable.
+    InvalidInput,
+    /// Keys missing, unreadable, or for another parameter set.
+    Keys,
+    /// A local file could not be read or written.
+    Io,
+    /// The client library itself failed (a bug).
+    Internal,
+}
+
 impl ClientError {
+    /// The kind of failure (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        use tonic::Code;
+        match self {
+            ClientError::Address { .. } | ClientError::Connect { .. } => ErrorKind::Connection,
+            ClientError::Rpc { status, .. } => match status.code() {
+                Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
+                Code::NotFound => ErrorKind::NotFound,
+                Code::Unauthenticated => ErrorKind::Unauthenticated,
+                Code::PermissionDenied => ErrorKind::PermissionDenied,
+                Code::ResourceExhausted if self.is_budget_exhausted() => ErrorKind::BudgetExhausted,
+                Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+                Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+                Code::Unavailable => ErrorKind::Unavailable,
+                Code::DeadlineExceeded | Code::Cancelled => ErrorKind::DeadlineExceeded,
+                _ => ErrorKind::Server,
+            },
+            ClientError::Spec(_) | ClientError::Answer(_) => ErrorKind::InvalidAnswer,
+            ClientError::Crypto(e) => {
+                use blindfold_runtime::Error as E;
+                match e {
+                    E::InputLength { .. } | E::InputRange { .. } | E::Data(_) => {
+                        ErrorKind::InvalidInput
+                    }
+                    // bytes from the server (answers, specs) that fail the checks
+                    E::Decode { .. } | E::Conformance { .. } | E::Spec(_) | E::Policy(_) => {
+                        ErrorKind::InvalidAnswer
+                    }
+                    E::Io { .. } => ErrorKind::Io,
+                    E::Cancelled => ErrorKind::DeadlineExceeded,
+                    E::Artifact(_) | E::Internal(_) => ErrorKind::Internal,
+                }
+            }
+            ClientError::Io { .. } => ErrorKind::Io,
+            ClientError::Keys(_) => ErrorKind::Keys,
+            ClientError::Input(_) => ErrorKind::InvalidInput,
+        }
+    }
+
+    /// Whether the server said the caller's budget is spent (trailer
+    /// `blindfold-error: budget-exhausted` on `RESOURCE_EXHAUSTED`).
+    pub fn is_budget_exhausted(&self) -> bool {
+        match self {
+            ClientError::Rpc { status, .. } => {
+                status.code() == tonic::Code::ResourceExhausted
+                    && status
+                        .metadata()
+                        .get("blindfold-error")
+                        .is_some_and(|v| v.as_bytes() == b"budget-exhausted")
+            }
+            _ => false,
+        }
+    }
+
+    /// The gRPC status code name (`NOT_FOUND`…), for errors the server
+    /// returned.
+    pub fn code_name(&self) -> Option<String> {
+        self.code().map(code_name)
+    }
+
     /// The gRPC status code, for errors the server returned.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {

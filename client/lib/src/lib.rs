@@ -13,7 +13,8 @@ pub mod crypto;
 pub mod error;
 pub mod keys;
 pub mod remote;
+pub mod session;
 pub mod spec;
 
-pub use error::ClientError;
+pub use error::{ClientError, ErrorKind};
 pub use remote::{ConnectOptions, Remote};

@@ -1,0 +1,314 @@
+//! The whole client workflow in a few calls — keys made or reused for a
+//! model, their upload, encrypted and clear predictions with their budget
+//! and timing — shared by the CLI and the Python and Node.js packages so
+//! that every language checks the same things the same way.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use blindfold_proto::v1;
+use blindfold_runtime::circuit::ClientSpec;
+use blindfold_runtime::keys::ClientKey;
+use blindfold_runtime::params::ParamSet;
+
+use crate::crypto::{self, Prediction};
+use crate::error::ClientError;
+use crate::keys::KeyDir;
+use crate::remote::Remote;
+
+/// Most rows one `predict` or `predict_clear` call takes (the server's own
+/// batch limit may be lower; it says so).
+pub const MAX_ROWS: usize = 4096;
+
+/// A key directory with its secret key loaded.
+pub struct Keys {
+    dir: KeyDir,
+    client_key: ClientKey,
+    key_id: String,
+}
+
+impl Keys {
+    /// Loads the keys in `dir` (written by [`keygen`] or `blindfold keygen`).
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let dir = KeyDir::new(dir.as_ref());
+        let client_key = dir.client_key()?;
+        let key_id = dir.key_id()?;
+        Ok(Self {
+            dir,
+            client_key,
+            key_id,
+        })
+    }
+
+    /// The id the server knows the evaluation key by (hex SHA-256).
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    pub fn params(&self) -> ParamSet {
+        self.client_key.params
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn client_key(&self) -> &ClientKey {
+        &self.client_key
+    }
+
+    /// The compressed evaluation key, as `register` uploads it.
+    pub fn evaluation_key(&self) -> Result<Vec<u8>, ClientError> {
+        self.dir.evaluation_key()
+    }
+
+    /// A spec saved with these keys (for offline encryption).
+    pub fn saved_spec(&self, model: &str) -> Result<Option<ClientSpec>, ClientError> {
+        self.dir.spec(model)
+    }
+
+    /// Refuses a model whose parameter set is not the keys' own.
+    pub fn check_model(&self, spec: &ClientSpec) -> Result<(), ClientError> {
+        if self.client_key.params != spec.params {
+            return Err(ClientError::Keys(format!(
+                "the keys in {} are for {}, model {} needs {}; make keys for it in another directory",
+                self.dir.path().display(),
+                self.client_key.params.name(),
+                spec.name,
+                spec.params.name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Quantizes and encrypts feature rows for `spec`: one `Predict` input
+    /// per row.
+    pub fn encrypt(
+        &self,
+        spec: &ClientSpec,
+        rows: &[Vec<f64>],
+    ) -> Result<Vec<Vec<u8>>, ClientError> {
+        self.check_model(spec)?;
+        check_rows(spec, rows)?;
+        rows.iter()
+            .map(|r| crypto::encrypt_row(&self.client_key, spec, r))
+            .collect()
+    }
+
+    /// Checks and decrypts one answer for `spec`.
+    pub fn decrypt(&self, spec: &ClientSpec, answer: &[u8]) -> Result<Prediction, ClientError> {
+        self.check_model(spec)?;
+        crypto::decrypt_output(&self.client_key, spec, answer)
+    }
+}
+
+/// Rows must be non-empty, of the model's width, finite, and at most
+/// [`MAX_ROWS`].
+pub fn check_rows(spec: &ClientSpec, rows: &[Vec<f64>]) -> Result<(), ClientError> {
+    if rows.is_empty() {
+        return Err(ClientError::Input("no rows to predict".into()));
+    }
+    if rows.len() > MAX_ROWS {
+        return Err(ClientError::Input(format!(
+            "{} rows in one call; at most {MAX_ROWS}",
+            rows.len()
+        )));
+    }
+    let width = spec.input.len();
+    if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != width) {
+        return Err(ClientError::Input(format!(
+            "row {i} has {} features, model {} takes {width}",
+            r.len(),
+            spec.name
+        )));
+    }
+    if let Some(i) = rows.iter().position(|r| r.iter().any(|v| !v.is_finite())) {
+        return Err(ClientError::Input(format!(
+            "row {i}: features must be finite numbers"
+        )));
+    }
+    Ok(())
+}
+
+/// What [`keygen`] did.
+pub struct Keygen {
+    pub keys: Keys,
+    /// False when `dir` already held keys for the model's set (reused).
+    pub generated: bool,
+    pub evaluation_key_bytes: usize,
+    pub seconds: f64,
+}
+
+/// Keys for `model` in `dir`: reused when `dir` already holds keys for the
+/// model's parameter set, refused when it holds keys for another (unless
+/// `overwrite`), generated otherwise. The model's spec is saved with them.
+/// `stage` is told what is happening (the bootstrap key takes seconds).
+pub async fn keygen(
+    remote: &Remote,
+    model: &str,
+    dir: &Path,
+    overwrite: bool,
+    stage: &mut (dyn FnMut(&str) + Send),
+) -> Result<Keygen, ClientError> {
+    let (_, spec) = remote.get_model(model).await?;
+    let key_dir = KeyDir::new(dir);
+    let start = Instant::now();
+    if key_dir.exists() && !overwrite {
+        let params = key_dir.params()?;
+        if params != spec.params {
+            return Err(ClientError::Keys(format!(
+                "{} holds keys for {}, model {model} needs {}; use another directory or overwrite",
+                dir.display(),
+                params.name(),
+                spec.params.name()
+            )));
+        }
+        key_dir.save_spec(&spec)?;
+        let keys = Keys::load(dir)?;
+        let evaluation_key_bytes = keys.evaluation_key()?.len();
+        return Ok(Keygen {
+            keys,
+            generated: false,
+            evaluation_key_bytes,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+    let (_, ek) = key_dir.generate(spec.params, overwrite, stage)?;
+    key_dir.save_spec(&spec)?;
+    Ok(Keygen {
+        keys: Keys::load(dir)?,
+        generated: true,
+        evaluation_key_bytes: ek.len(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Uploads the keys' evaluation key; `progress(sent, total)` follows along.
+pub async fn register(
+    remote: &Remote,
+    keys: &Keys,
+    progress: Arc<dyn Fn(u64, u64) + Send + Sync>,
+) -> Result<v1::RegisterKeyResponse, ClientError> {
+    let ek = Arc::new(keys.evaluation_key()?);
+    remote
+        .register_key(ek, keys.params().name(), progress)
+        .await
+}
+
+/// Timing of one call, client and server side.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Timing {
+    /// Server-side evaluation of the whole batch.
+    pub server_evaluation_ms: f64,
+    pub server_queue_ms: f64,
+    pub bootstraps: u32,
+    pub keyswitches: u32,
+    /// Request sent to answer received.
+    pub round_trip_ms: f64,
+    pub encrypt_ms: f64,
+    pub decrypt_ms: f64,
+}
+
+/// Answers to one call: one prediction per row, in order, and the budget
+/// left after it.
+pub struct Answers {
+    pub predictions: Vec<Prediction>,
+    pub budget: Option<v1::Budget>,
+    pub timing: Timing,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn server_timing(t: Option<v1::Timing>, round_trip_ms: f64) -> Timing {
+    let t = t.unwrap_or_default();
+    Timing {
+        server_evaluation_ms: t.evaluation_ms,
+        server_queue_ms: t.queue_ms,
+        bootstraps: t.bootstraps,
+        keyswitches: t.keyswitches,
+        round_trip_ms,
+        ..Timing::default()
+    }
+}
+
+/// Encrypts `rows`, has `model` evaluate them under the registered `keys`,
+/// and decrypts the answers. A missing key says how to register it.
+pub async fn predict(
+    remote: &Remote,
+    model: &str,
+    keys: &Keys,
+    rows: &[Vec<f64>],
+) -> Result<Answers, ClientError> {
+    let (_, spec) = remote.get_model(model).await?;
+    let t = Instant::now();
+    let inputs = keys.encrypt(&spec, rows)?;
+    let encrypt_ms = ms(t);
+    let t = Instant::now();
+    let response = remote
+        .predict_with_spec(model, keys.key_id(), inputs, &spec)
+        .await
+        .map_err(|e| match e {
+            ClientError::Rpc { method, status }
+                if status.code() == tonic::Code::NotFound && status.message().contains("key") =>
+            {
+                ClientError::Rpc {
+                    method,
+                    status: tonic::Status::new(
+                        status.code(),
+                        format!(
+                            "{} (register the keys in {} first)",
+                            status.message(),
+                            keys.path().display()
+                        ),
+                    ),
+                }
+            }
+            e => e,
+        })?;
+    let mut timing = server_timing(response.timing, ms(t));
+    timing.encrypt_ms = encrypt_ms;
+    let t = Instant::now();
+    let predictions = response
+        .outputs
+        .iter()
+        .map(|b| keys.decrypt(&spec, b))
+        .collect::<Result<Vec<_>, _>>()?;
+    timing.decrypt_ms = ms(t);
+    Ok(Answers {
+        predictions,
+        budget: response.budget,
+        timing,
+    })
+}
+
+/// The same model on plaintext rows (if its owner enabled it), answered
+/// under the same policy.
+pub async fn predict_clear(
+    remote: &Remote,
+    model: &str,
+    rows: &[Vec<f64>],
+) -> Result<Answers, ClientError> {
+    let (_, spec) = remote.get_model(model).await?;
+    check_rows(&spec, rows)?;
+    let t = Instant::now();
+    let response = remote.predict_clear(model, rows.to_vec()).await?;
+    let timing = server_timing(response.timing, ms(t));
+    let predictions = response
+        .predictions
+        .into_iter()
+        .map(|p| Prediction {
+            label: p.label as usize,
+            labels: p.labels.into_iter().map(|l| l as usize).collect(),
+            logits: p.logits,
+            raw: Vec::new(),
+        })
+        .collect();
+    Ok(Answers {
+        predictions,
+        budget: response.budget,
+        timing,
+    })
+}
