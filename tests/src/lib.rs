@@ -226,3 +226,61 @@ pub fn digits_rows(n: usize) -> Vec<(Vec<f64>, usize)> {
 pub fn no_progress() -> Arc<dyn Fn(u64, u64) + Send + Sync> {
     Arc::new(|_, _| {})
 }
+
+/// The environment the Python and Node.js package suites read: the server,
+/// two identities' tokens, the example rows and the clear evaluator's
+/// logits for them on the fast circuit (what encrypted answers must
+/// decrypt to).
+pub fn package_suite_env(url: &str) -> Vec<(&'static str, String)> {
+    let csv = repo().join("data/examples/digits-test-5.csv");
+    let circuit = fast_circuit();
+    let rows = blindfold_client::crypto::read_csv(&csv, 64, false)
+        .expect("example rows")
+        .0;
+    let logits: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| {
+            let q = circuit.input.quantize(r).expect("quantizes");
+            let out = blindfold_runtime::eval::clear::evaluate(circuit, &q).expect("evaluates");
+            circuit.decode_output(&out)
+        })
+        .collect();
+    vec![
+        ("BLINDFOLD_URL", url.to_string()),
+        ("BLINDFOLD_TOKEN", ALICE.to_string()),
+        ("BLINDFOLD_TOKEN_2", BOB.to_string()),
+        ("BLINDFOLD_ROWS_CSV", csv.display().to_string()),
+        (
+            "BLINDFOLD_CLEAR_JSON",
+            serde_json::to_string(&logits).expect("json"),
+        ),
+    ]
+}
+
+/// Runs a package's test suite (`cmd`, with [`package_suite_env`]) and
+/// fails with its output unless it exits 0, its output holds every line of
+/// `must` (e.g. the runner's "0 skipped") and none of `must_not`.
+pub fn run_package_suite(
+    mut cmd: std::process::Command,
+    url: &str,
+    must: &[&str],
+    must_not: &[&str],
+) {
+    for (k, v) in package_suite_env(url) {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    for m in must {
+        assert!(text.contains(m), "{m:?} missing:\n{text}");
+    }
+    for m in must_not {
+        assert!(!text.contains(m), "{m:?} present:\n{text}");
+    }
+}

@@ -312,3 +312,75 @@ pub async fn predict_clear(
         timing,
     })
 }
+
+/// A model's policy in plain words, as the language bindings show it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PolicyInfo {
+    /// "raw", "scores", "label" or "top_k".
+    pub output: &'static str,
+    pub top_k: u32,
+    pub scores_bits: u32,
+    /// "none", "gaussian" or "laplace".
+    pub noise: &'static str,
+    pub noise_scale: f64,
+    pub clamp_inputs: bool,
+    pub members: u32,
+    /// "logits" or "votes".
+    pub aggregate: &'static str,
+    pub answers_limit: Option<u64>,
+    pub epsilon_limit: Option<f64>,
+    pub delta: Option<f64>,
+    /// Bootstraps of the input clamp and of the hardening stage per answer.
+    pub clamp_bootstraps: u32,
+    pub stage_bootstraps: u32,
+}
+
+impl PolicyInfo {
+    pub fn from_proto(p: Option<&v1::Policy>) -> Self {
+        let p = p.cloned().unwrap_or_default();
+        let output = match v1::OutputMode::try_from(p.output) {
+            Ok(v1::OutputMode::Scores) => "scores",
+            Ok(v1::OutputMode::Label) => "label",
+            Ok(v1::OutputMode::TopK) => "top_k",
+            _ => "raw",
+        };
+        let noise = match v1::NoiseKind::try_from(p.noise) {
+            Ok(v1::NoiseKind::Gaussian) => "gaussian",
+            Ok(v1::NoiseKind::Laplace) => "laplace",
+            _ => "none",
+        };
+        let aggregate = match v1::Aggregate::try_from(p.aggregate) {
+            Ok(v1::Aggregate::Votes) => "votes",
+            _ => "logits",
+        };
+        let budget = p.budget.unwrap_or_default();
+        Self {
+            output,
+            top_k: p.top_k,
+            scores_bits: p.scores_bits,
+            noise,
+            noise_scale: p.noise_scale,
+            clamp_inputs: p.clamp_inputs,
+            members: p.members.max(1),
+            aggregate,
+            answers_limit: budget.answers,
+            epsilon_limit: budget.epsilon,
+            delta: budget.delta,
+            clamp_bootstraps: p.clamp_bootstraps,
+            stage_bootstraps: p.stage_bootstraps,
+        }
+    }
+}
+
+/// The short name of a parameter set's tfhe-rs name ("2_2"…), or the name
+/// itself if this client does not know it.
+pub fn short_set_name(name: &str) -> String {
+    ParamSet::from_name(name)
+        .map(|p| p.short_name().to_string())
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// Hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

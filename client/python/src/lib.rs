@@ -18,7 +18,6 @@ use blindfold_client::crypto::Prediction;
 use blindfold_client::session::{self, Keys as SessionKeys};
 use blindfold_client::{ClientError, ClientSpec, ConnectOptions, ErrorKind, Remote};
 use blindfold_proto::v1;
-use blindfold_runtime::params::ParamSet;
 
 create_exception!(
     blindfold,
@@ -210,44 +209,22 @@ impl Policy {
 }
 
 fn policy(p: Option<&v1::Policy>) -> Policy {
-    let p = p.cloned().unwrap_or_default();
-    let output = match v1::OutputMode::try_from(p.output) {
-        Ok(v1::OutputMode::Scores) => "scores",
-        Ok(v1::OutputMode::Label) => "label",
-        Ok(v1::OutputMode::TopK) => "top_k",
-        _ => "raw",
-    };
-    let noise = match v1::NoiseKind::try_from(p.noise) {
-        Ok(v1::NoiseKind::Gaussian) => "gaussian",
-        Ok(v1::NoiseKind::Laplace) => "laplace",
-        _ => "none",
-    };
-    let aggregate = match v1::Aggregate::try_from(p.aggregate) {
-        Ok(v1::Aggregate::Votes) => "votes",
-        _ => "logits",
-    };
-    let budget = p.budget.unwrap_or_default();
+    let p = session::PolicyInfo::from_proto(p);
     Policy {
-        output: output.into(),
+        output: p.output.into(),
         top_k: p.top_k,
         scores_bits: p.scores_bits,
-        noise: noise.into(),
+        noise: p.noise.into(),
         noise_scale: p.noise_scale,
         clamp_inputs: p.clamp_inputs,
-        members: p.members.max(1),
-        aggregate: aggregate.into(),
-        answers_limit: budget.answers,
-        epsilon_limit: budget.epsilon,
-        delta: budget.delta,
+        members: p.members,
+        aggregate: p.aggregate.into(),
+        answers_limit: p.answers_limit,
+        epsilon_limit: p.epsilon_limit,
+        delta: p.delta,
         clamp_bootstraps: p.clamp_bootstraps,
         stage_bootstraps: p.stage_bootstraps,
     }
-}
-
-fn short_set(name: &str) -> String {
-    ParamSet::from_name(name)
-        .map(|p| p.short_name().to_string())
-        .unwrap_or_else(|| name.to_string())
 }
 
 /// One model a server serves (`Client.models()`).
@@ -347,11 +324,7 @@ fn model_spec(proto: &v1::ModelSpec, spec: ClientSpec) -> ModelSpec {
         bootstraps: proto.bootstraps_per_inference,
         keyswitches: proto.keyswitches_per_inference,
         predicted_p_error: proto.predicted_p_error,
-        circuit_sha256: proto
-            .circuit_sha256
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        circuit_sha256: session::hex(&proto.circuit_sha256),
     }
 }
 
@@ -679,7 +652,7 @@ impl Client {
         Ok(list
             .into_iter()
             .map(|m| ModelInfo {
-                params: short_set(&m.parameter_set),
+                params: session::short_set_name(&m.parameter_set),
                 policy: policy(m.policy.as_ref()),
                 name: m.name,
                 description: m.description,
