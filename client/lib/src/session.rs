@@ -17,9 +17,12 @@ use crate::error::ClientError;
 use crate::keys::KeyDir;
 use crate::remote::Remote;
 
-/// Most rows one `predict` or `predict_clear` call takes (the server's own
-/// batch limit may be lower; it says so).
+/// Most rows one `predict` or `predict_clear` call takes.
 pub const MAX_ROWS: usize = 4096;
+
+/// Rows per request: calls with more rows are sent as several requests of
+/// this many (the server's default `max_batch`).
+pub const BATCH: usize = 16;
 
 /// A key directory with its secret key loaded.
 pub struct Keys {
@@ -210,8 +213,21 @@ pub struct Timing {
     pub decrypt_ms: f64,
 }
 
+impl Timing {
+    fn add(&mut self, o: &Timing) {
+        self.server_evaluation_ms += o.server_evaluation_ms;
+        self.server_queue_ms += o.server_queue_ms;
+        self.bootstraps += o.bootstraps;
+        self.keyswitches += o.keyswitches;
+        self.round_trip_ms += o.round_trip_ms;
+        self.encrypt_ms += o.encrypt_ms;
+        self.decrypt_ms += o.decrypt_ms;
+    }
+}
+
 /// Answers to one call: one prediction per row, in order, and the budget
-/// left after it.
+/// left after it (requests of more than [`BATCH`] rows are sent in
+/// batches; the timing is their sum).
 pub struct Answers {
     pub predictions: Vec<Prediction>,
     pub budget: Option<v1::Budget>,
@@ -243,45 +259,54 @@ pub async fn predict(
     rows: &[Vec<f64>],
 ) -> Result<Answers, ClientError> {
     let (_, spec) = remote.get_model(model).await?;
-    let t = Instant::now();
-    let inputs = keys.encrypt(&spec, rows)?;
-    let encrypt_ms = ms(t);
-    let t = Instant::now();
-    let response = remote
-        .predict_with_spec(model, keys.key_id(), inputs, &spec)
-        .await
-        .map_err(|e| match e {
-            ClientError::Rpc { method, status }
-                if status.code() == tonic::Code::NotFound && status.message().contains("key") =>
-            {
-                ClientError::Rpc {
-                    method,
-                    status: tonic::Status::new(
-                        status.code(),
-                        format!(
-                            "{} (register the keys in {} first)",
-                            status.message(),
-                            keys.path().display()
-                        ),
-                    ),
-                }
+    check_rows(&spec, rows)?;
+    let mut all = Answers {
+        predictions: Vec::with_capacity(rows.len()),
+        budget: None,
+        timing: Timing::default(),
+    };
+    for chunk in rows.chunks(BATCH) {
+        let t = Instant::now();
+        let inputs = keys.encrypt(&spec, chunk)?;
+        all.timing.encrypt_ms += ms(t);
+        let t = Instant::now();
+        let response = remote
+            .predict_with_spec(model, keys.key_id(), inputs, &spec)
+            .await
+            .map_err(|e| not_registered_hint(e, keys))?;
+        all.timing.add(&server_timing(response.timing, ms(t)));
+        let t = Instant::now();
+        for b in &response.outputs {
+            all.predictions.push(keys.decrypt(&spec, b)?);
+        }
+        all.timing.decrypt_ms += ms(t);
+        all.budget = response.budget.or(all.budget);
+    }
+    Ok(all)
+}
+
+/// A `NOT_FOUND` for the key says where the keys to register are.
+fn not_registered_hint(e: ClientError, keys: &Keys) -> ClientError {
+    match e {
+        ClientError::Rpc { method, status }
+            if status.code() == tonic::Code::NotFound && status.message().contains("key") =>
+        {
+            let message = format!(
+                "{} (register the keys in {} first)",
+                status.message(),
+                keys.path().display()
+            );
+            ClientError::Rpc {
+                method,
+                status: tonic::Status::with_metadata(
+                    status.code(),
+                    message,
+                    status.metadata().clone(),
+                ),
             }
-            e => e,
-        })?;
-    let mut timing = server_timing(response.timing, ms(t));
-    timing.encrypt_ms = encrypt_ms;
-    let t = Instant::now();
-    let predictions = response
-        .outputs
-        .iter()
-        .map(|b| keys.decrypt(&spec, b))
-        .collect::<Result<Vec<_>, _>>()?;
-    timing.decrypt_ms = ms(t);
-    Ok(Answers {
-        predictions,
-        budget: response.budget,
-        timing,
-    })
+        }
+        e => e,
+    }
 }
 
 /// The same model on plaintext rows (if its owner enabled it), answered
@@ -293,24 +318,25 @@ pub async fn predict_clear(
 ) -> Result<Answers, ClientError> {
     let (_, spec) = remote.get_model(model).await?;
     check_rows(&spec, rows)?;
-    let t = Instant::now();
-    let response = remote.predict_clear(model, rows.to_vec()).await?;
-    let timing = server_timing(response.timing, ms(t));
-    let predictions = response
-        .predictions
-        .into_iter()
-        .map(|p| Prediction {
-            label: p.label as usize,
-            labels: p.labels.into_iter().map(|l| l as usize).collect(),
-            logits: p.logits,
-            raw: Vec::new(),
-        })
-        .collect();
-    Ok(Answers {
-        predictions,
-        budget: response.budget,
-        timing,
-    })
+    let mut all = Answers {
+        predictions: Vec::with_capacity(rows.len()),
+        budget: None,
+        timing: Timing::default(),
+    };
+    for chunk in rows.chunks(BATCH) {
+        let t = Instant::now();
+        let response = remote.predict_clear(model, chunk.to_vec()).await?;
+        all.timing.add(&server_timing(response.timing, ms(t)));
+        all.predictions
+            .extend(response.predictions.into_iter().map(|p| Prediction {
+                label: p.label as usize,
+                labels: p.labels.into_iter().map(|l| l as usize).collect(),
+                logits: p.logits,
+                raw: Vec::new(),
+            }));
+        all.budget = response.budget.or(all.budget);
+    }
+    Ok(all)
 }
 
 /// A model's policy in plain words, as the language bindings show it.

@@ -90,6 +90,9 @@ test('encrypted predictions equal the clear path', async () => {
   // typed arrays are rows too
   const typed = await client.predict(FAST, [Float64Array.from(ROWS[0])], keys);
   assert.deepEqual(typed.answers[0].scores, CLEAR[0]);
+  // more rows than one request takes: sent in batches, answered in order
+  const many = await client.predictClear(FAST, [...ROWS, ...ROWS, ...ROWS, ...ROWS]);
+  assert.deepEqual(many.answers.map((a) => a.scores), [...CLEAR, ...CLEAR, ...CLEAR, ...CLEAR]);
 });
 
 test('budgets and policies', async () => {

@@ -122,6 +122,9 @@ def test_numpy_rows_and_batches(client, keys):
     assert client.predict_clear(FAST, arr.astype(np.int64)).labels == [a.label for a in enc]
     with pytest.raises(blindfold.InvalidInput, match="2-D"):
         client.predict(FAST, arr[0], keys)
+    # more rows than one request takes: sent in batches, answered in order
+    many = client.predict_clear(FAST, ROWS * 4)
+    assert len(many) == 20 and [a.scores for a in many] == CLEAR_LOGITS * 4
 
 
 def test_budgets_and_policies(client, tmp_path):
