@@ -46,9 +46,16 @@ impl Authenticator {
         })
     }
 
-    fn identify(&self, header: Option<&[u8]>) -> Result<Identity, ServiceError> {
+    /// The identity of a request's `authorization` values (none, one, or
+    /// several: several are refused, never resolved by picking one).
+    fn identify(&self, headers: &[&[u8]]) -> Result<Identity, ServiceError> {
         let refuse = |m: &str| ServiceError::Unauthenticated(m.into());
-        let Some(value) = header else {
+        if headers.len() > 1 {
+            return Err(refuse(
+                "more than one authorization header; send exactly one 'Bearer <token>'",
+            ));
+        }
+        let Some(value) = headers.first() else {
             return if self.anonymous {
                 Ok(Identity(Arc::from(ANONYMOUS)))
             } else {
@@ -61,10 +68,11 @@ impl Authenticator {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| refuse("authorization must be 'Bearer <token>'"))?;
-        // lookup by digest: the comparison never touches the token's bytes
-        // one by one
+        // the token exactly as sent: no trimming, so `Bearer  <token>` or a
+        // trailing space is a different (unknown) token. Lookup by digest:
+        // the comparison never touches the token's bytes one by one.
         self.tokens
-            .get(&digest(token.trim()))
+            .get(&digest(token))
             .cloned()
             .ok_or_else(|| refuse("invalid bearer token"))
     }
@@ -72,11 +80,14 @@ impl Authenticator {
 
 impl tonic::service::Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request
+        let headers: Vec<Vec<u8>> = request
             .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes().to_vec());
-        match self.identify(header.as_deref()) {
+            .get_all("authorization")
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect();
+        let views: Vec<&[u8]> = headers.iter().map(Vec::as_slice).collect();
+        match self.identify(&views) {
             Ok(identity) => {
                 request.extensions_mut().insert(identity);
                 Ok(request)
@@ -96,4 +107,63 @@ pub fn identity<T>(request: &Request<T>) -> Result<Identity, ServiceError> {
         .get::<Identity>()
         .cloned()
         .ok_or_else(|| ServiceError::Unauthenticated("no identity".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "exactly-this-token-0123";
+
+    fn auth(anonymous: bool) -> Authenticator {
+        let mut tokens = HashMap::new();
+        tokens.insert(digest(TOKEN), Identity(Arc::from("alice")));
+        Authenticator {
+            tokens: Arc::new(tokens),
+            anonymous,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    fn who(a: &Authenticator, headers: &[&str]) -> Result<String, String> {
+        let h: Vec<&[u8]> = headers.iter().map(|s| s.as_bytes()).collect();
+        a.identify(&h)
+            .map(|i| i.0.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_token_is_compared_exactly() {
+        let a = auth(false);
+        assert_eq!(who(&a, &[&format!("Bearer {TOKEN}")]), Ok("alice".into()));
+        for bad in [
+            format!("Bearer  {TOKEN}"),
+            format!("Bearer {TOKEN} "),
+            format!("Bearer \t{TOKEN}"),
+            format!("bearer {TOKEN}"),
+            format!("Bearer {}", &TOKEN[1..]),
+            TOKEN.to_string(),
+        ] {
+            assert!(who(&a, &[&bad]).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused() {
+        for anonymous in [false, true] {
+            let a = auth(anonymous);
+            let good = format!("Bearer {TOKEN}");
+            let err = who(&a, &[&good, "Bearer someone-else-entirely"]).unwrap_err();
+            assert!(err.contains("more than one"), "{err}");
+            assert!(who(&a, &[&good, &good]).is_err());
+        }
+    }
+
+    #[test]
+    fn no_header_is_anonymous_only_where_allowed() {
+        assert_eq!(who(&auth(true), &[]), Ok(ANONYMOUS.into()));
+        assert!(who(&auth(false), &[]).is_err());
+        // a bad token never falls back to anonymous
+        assert!(who(&auth(true), &["Bearer not-a-known-token-000"]).is_err());
+    }
 }

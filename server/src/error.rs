@@ -30,6 +30,9 @@ pub enum StoreError {
     },
     #[error("key store: {0}")]
     Corrupt(String),
+    /// Another server holds the data directory.
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl StoreError {

@@ -7,7 +7,10 @@
 //! * `keys/<key_id>.key` — the compressed evaluation key, named by the hex
 //!   SHA-256 of its bytes (shared by identities that registered the same
 //!   bytes);
-//! * `uploads/` — keys being received; emptied at start.
+//! * `uploads/` — keys being received; emptied at start;
+//! * `LOCK` — held (`flock`, exclusive) by the one server using the
+//!   directory, with its process id inside: a second server refuses to
+//!   start instead of running crash recovery on a live server's files.
 //!
 //! Durability: an upload is written to `uploads/`, fsynced, renamed into
 //! `keys/` (directory fsynced), and only then is the row committed. A crash
@@ -47,6 +50,59 @@ pub enum Commit {
 pub struct KeyStore {
     dir: PathBuf,
     conn: Mutex<Connection>,
+    /// The directory lock, held as long as the store lives.
+    _lock: DirLock,
+}
+
+/// An exclusive advisory lock on a data directory (`LOCK`, `flock`): the
+/// kernel releases it when the process exits, however it exits.
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock or says who holds it.
+    pub fn acquire(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("LOCK");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        #[cfg(unix)]
+        {
+            use std::io::{Read, Seek};
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: flock on a descriptor this function owns; no memory is shared.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc != 0 {
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    let holder = holder.trim();
+                    return Err(StoreError::Locked(format!(
+                        "data directory {} is in use by another server{}; stop it or use another data_dir",
+                        dir.display(),
+                        if holder.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (pid {holder})")
+                        }
+                    )));
+                }
+                return Err(StoreError::io(&path, err));
+            }
+            file.set_len(0)
+                .and_then(|_| file.rewind())
+                .and_then(|_| writeln!(file, "{}", std::process::id()))
+                .and_then(|_| file.sync_all())
+                .map_err(|e| StoreError::io(&path, e))?;
+        }
+        Ok(Self { _file: file })
+    }
 }
 
 /// Whether `id` looks like a key id (64 lowercase hex digits); anything
@@ -61,6 +117,9 @@ pub fn valid_key_id(id: &str) -> bool {
 impl KeyStore {
     /// Opens (creating if needed) the store and cleans up after a crash.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        // before anything else: recovery must never run on a live server's files
+        let lock = DirLock::acquire(dir)?;
         for sub in ["keys", "uploads"] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(|e| StoreError::io(&d, e))?;
@@ -101,6 +160,7 @@ impl KeyStore {
         let store = Self {
             dir: dir.to_path_buf(),
             conn: Mutex::new(conn),
+            _lock: lock,
         };
         store.recover()?;
         Ok(store)
@@ -367,6 +427,35 @@ mod tests {
         u.write(&data[..data.len() / 2]).unwrap();
         u.write(&data[data.len() / 2..]).unwrap();
         u.finish().unwrap()
+    }
+
+    #[test]
+    fn a_second_store_on_a_live_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = KeyStore::open(dir.path()).unwrap();
+        // an upload in progress that recovery would delete
+        let mut u = first.begin_upload().unwrap();
+        u.write(b"half a key").unwrap();
+        let Err(e) = KeyStore::open(dir.path()) else {
+            panic!("a second store opened a live directory");
+        };
+        let text = e.to_string();
+        assert!(text.contains("in use by another server"), "{text}");
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("uploads"))
+                .unwrap()
+                .count(),
+            1,
+            "the refused store touched the live upload"
+        );
+        drop(u);
+        drop(first);
+        // released with its holder
+        KeyStore::open(dir.path()).expect("reopens once the first is gone");
     }
 
     #[test]

@@ -29,7 +29,13 @@ def generate_stubs(proto_root, out_dir):
             f"--python_out={out_dir}", f"--grpc_python_out={out_dir}", *files]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    # Regular packages, first on the path: the generated `blindfold.v1`
+    # must win over an installed `blindfold` (the Python client package),
+    # which would otherwise shadow a namespace package of the same name.
+    for pkg in ("blindfold", os.path.join("blindfold", "v1")):
+        open(os.path.join(out_dir, pkg, "__init__.py"), "a").close()
     sys.path.insert(0, out_dir)
+    sys.modules.pop("blindfold", None)
 
 
 def main():

@@ -547,3 +547,44 @@ async fn key_cache_evicts_under_its_budget_and_reloads() {
     );
     server.stop().await;
 }
+
+/// Tokens are compared exactly as sent (no trimming), and a request with
+/// two `authorization` headers is refused whatever they hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_is_exact_and_unambiguous() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(config(dir.path(), "")).await;
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut models = v1::models_client::ModelsClient::new(channel);
+    let call = |values: Vec<String>| {
+        let mut r = tonic::Request::new(v1::ListModelsRequest {});
+        for v in values {
+            r.metadata_mut().append("authorization", v.parse().unwrap());
+        }
+        r
+    };
+    let ok = models
+        .list_models(call(vec![format!("Bearer {ALICE}")]))
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    for values in [
+        vec![format!("Bearer  {ALICE}")],
+        vec![format!("Bearer {ALICE} ")],
+        vec![format!("Bearer {ALICE}"), format!("Bearer {BOB}")],
+        vec![format!("Bearer {ALICE}"), format!("Bearer {ALICE}")],
+    ] {
+        let e = models
+            .list_models(call(values.clone()))
+            .await
+            .expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{values:?}: {e:?}");
+        if values.len() == 2 {
+            assert!(e.message().contains("more than one"), "{}", e.message());
+        }
+    }
+    server.stop().await;
+}

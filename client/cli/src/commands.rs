@@ -235,15 +235,17 @@ pub async fn run(command: NetCommand, server: &ServerArgs) -> anyhow::Result<()>
                     let set = ParamSet::from_name(&m.parameter_set)
                         .map(|p| p.short_name().to_string())
                         .unwrap_or_else(|| m.parameter_set.clone());
+                    // a hostile server's text must not drive the terminal
+                    let text = blindfold_client::error::printable;
                     println!(
                         "{:<18} {:>7} {:>10} {:>6} {:>4}  {:<52} {}",
-                        m.name,
+                        text(&m.name),
                         m.classes,
                         m.bootstraps_per_inference,
                         if m.predict_clear_enabled { "yes" } else { "no" },
-                        set,
+                        text(&set),
                         m.policy.as_ref().map(fmt_policy).unwrap_or_default(),
-                        m.description
+                        text(&m.description)
                     );
                 }
             }

@@ -14,7 +14,7 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("{method} failed: {} ({})", .status.message(), code_name(.status.code()))]
+    #[error("{method} failed: {} ({})", printable(.status.message()), code_name(.status.code()))]
     Rpc {
         method: &'static str,
         #[source]
@@ -134,6 +134,15 @@ impl ClientError {
         }
     }
 
+    /// The server's own message, made printable ([`printable`]), for
+    /// errors the server returned.
+    pub fn server_message(&self) -> Option<String> {
+        match self {
+            ClientError::Rpc { status, .. } => Some(printable(status.message())),
+            _ => None,
+        }
+    }
+
     /// The gRPC status code name (`NOT_FOUND`…), for errors the server
     /// returned.
     pub fn code_name(&self) -> Option<String> {
@@ -156,6 +165,25 @@ impl ClientError {
     }
 }
 
+/// Text from a server, safe to print: control characters (terminal escape
+/// sequences, carriage returns, newlines that could fake further output)
+/// are shown escaped (`\u{1b}`), and the text is cut at 1,000 characters.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(1000));
+    for (i, c) in text.chars().enumerate() {
+        if i == 1000 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn code_name(code: tonic::Code) -> String {
     // e.g. NotFound -> NOT_FOUND, as gRPC documentation spells codes
     let mut out = String::new();
@@ -166,4 +194,28 @@ fn code_name(code: tonic::Code) -> String {
         out.push(c.to_ascii_uppercase());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_text_is_printable() {
+        let hostile = "no such model\u{1b}[2J\u{1b}]0;owned\u{7}\r\nrow 0: label 3";
+        let e = ClientError::Rpc {
+            method: "GetModel",
+            status: tonic::Status::not_found(hostile),
+        };
+        let shown = e.to_string();
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        assert!(shown.contains("\\u{1b}[2J"), "{shown}");
+        assert_eq!(
+            e.server_message().as_deref(),
+            Some(printable(hostile).as_str())
+        );
+        let long = "x".repeat(5000);
+        assert_eq!(printable(&long).chars().count(), 1001);
+        assert_eq!(printable("plain text, ünïcode"), "plain text, ünïcode");
+    }
 }

@@ -112,10 +112,7 @@ create_exception!(
 
 fn to_py(e: ClientError) -> PyErr {
     let code = e.code_name();
-    let message = match &e {
-        ClientError::Rpc { status, .. } => status.message().to_string(),
-        other => other.to_string(),
-    };
+    let message = e.server_message().unwrap_or_else(|| e.to_string());
     let text = e.to_string();
     let err = match e.kind() {
         ErrorKind::Connection => ConnectionFailed::new_err(text),
