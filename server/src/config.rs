@@ -62,8 +62,14 @@ pub struct Limits {
     pub max_keys_per_client: usize,
     /// Key uploads in progress at once (server-wide).
     pub max_concurrent_uploads: usize,
+    /// Key uploads one identity may have in progress at once (so one
+    /// identity cannot hold every server-wide slot).
+    pub max_uploads_per_client: usize,
     /// An upload that sends no chunk for this long is aborted.
     pub upload_idle_timeout_secs: u64,
+    /// A whole upload must finish within this long, however steadily it
+    /// trickles (a slow client holds its slot at most this long).
+    pub upload_deadline_secs: u64,
 }
 
 impl Default for Limits {
@@ -75,7 +81,9 @@ impl Default for Limits {
             max_batch: 16,
             max_keys_per_client: 16,
             max_concurrent_uploads: 4,
+            max_uploads_per_client: 1,
             upload_idle_timeout_secs: 30,
+            upload_deadline_secs: 600,
         }
     }
 }
@@ -378,6 +386,8 @@ impl Config {
             || l.max_batch == 0
             || l.max_keys_per_client == 0
             || l.max_concurrent_uploads == 0
+            || l.max_uploads_per_client == 0
+            || l.upload_deadline_secs == 0
             || l.upload_idle_timeout_secs == 0
         {
             return bad("every [limits] value must be positive".into());

@@ -82,6 +82,7 @@ impl Server {
             uploads: Arc::new(tokio::sync::Semaphore::new(
                 config.limits.max_concurrent_uploads,
             )),
+            uploads_by_identity: Arc::default(),
             ledger: Arc::new(ledger),
         });
         let metrics_listener = match config.metrics_listen {

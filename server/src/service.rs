@@ -52,7 +52,49 @@ pub struct State {
     pub pool: ComputePool,
     pub metrics: Arc<Metrics>,
     pub uploads: Arc<Semaphore>,
+    /// Uploads in progress per identity (at most `max_uploads_per_client`).
+    pub uploads_by_identity: Arc<std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>>,
     pub ledger: Arc<Ledger>,
+}
+
+/// One identity's upload slot, given back when the upload ends.
+struct IdentitySlot {
+    table: Arc<std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>>,
+    identity: Arc<str>,
+}
+
+impl IdentitySlot {
+    fn acquire(state: &State, identity: &Arc<str>) -> Result<Self, ServiceError> {
+        let max = state.limits.max_uploads_per_client;
+        let mut table = state
+            .uploads_by_identity
+            .lock()
+            .map_err(|_| ServiceError::internal("upload slots", "lock poisoned"))?;
+        let n = table.entry(identity.clone()).or_insert(0);
+        if *n >= max {
+            return Err(ServiceError::ResourceExhausted(format!(
+                "this identity already has {n} key upload(s) in progress, the limit; finish or cancel it first"
+            )));
+        }
+        *n += 1;
+        Ok(Self {
+            table: state.uploads_by_identity.clone(),
+            identity: identity.clone(),
+        })
+    }
+}
+
+impl Drop for IdentitySlot {
+    fn drop(&mut self) {
+        if let Ok(mut table) = self.table.lock() {
+            if let Some(n) = table.get_mut(&self.identity) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    table.remove(&self.identity);
+                }
+            }
+        }
+    }
 }
 
 /// Implements the three `blindfold.v1` services.
@@ -339,9 +381,16 @@ impl Service {
     async fn next_chunk(
         &self,
         stream: &mut Streaming<v1::RegisterKeyChunk>,
+        started: Instant,
     ) -> Result<Option<v1::RegisterKeyChunk>, ServiceError> {
         let idle = Duration::from_secs(self.0.limits.upload_idle_timeout_secs);
-        match tokio::time::timeout(idle, stream.message()).await {
+        let deadline = Duration::from_secs(self.0.limits.upload_deadline_secs);
+        let left = deadline.saturating_sub(started.elapsed());
+        match tokio::time::timeout(idle.min(left), stream.message()).await {
+            Err(_) if left <= idle => Err(ServiceError::DeadlineExceeded(format!(
+                "the upload did not finish within {} s; aborted",
+                deadline.as_secs()
+            ))),
             Err(_) => Err(ServiceError::DeadlineExceeded(format!(
                 "no key chunk for {} s; upload aborted",
                 idle.as_secs()
@@ -359,6 +408,9 @@ impl Service {
         let state = &self.0;
         let limits = &state.limits;
         let identity = auth::identity(&request)?;
+        let started = Instant::now();
+        // the identity's own slot first: one identity never holds them all
+        let _mine = IdentitySlot::acquire(state, &identity.0)?;
         let _slot = state.uploads.clone().try_acquire_owned().map_err(|_| {
             ServiceError::ResourceExhausted("too many key uploads in progress; retry later".into())
         })?;
@@ -371,7 +423,7 @@ impl Service {
         }
         let mut stream = request.into_inner();
         let first = self
-            .next_chunk(&mut stream)
+            .next_chunk(&mut stream, started)
             .await?
             .ok_or_else(|| ServiceError::InvalidArgument("empty key stream".into()))?;
         let params = ParamSet::from_name(&first.parameter_set).ok_or_else(|| {
@@ -418,7 +470,7 @@ impl Service {
             }
             state.metrics.key_bytes_received(c.data.len() as u64);
             upload = blocking(move || upload.write(&c.data).map(|_| upload)).await??;
-            chunk = self.next_chunk(&mut stream).await?;
+            chunk = self.next_chunk(&mut stream, started).await?;
         }
         if upload.received() != total {
             return Err(ServiceError::InvalidArgument(format!(

@@ -588,3 +588,51 @@ async fn authorization_is_exact_and_unambiguous() {
     }
     server.stop().await;
 }
+
+/// One identity cannot hold every upload slot: with the default limit of
+/// one upload per identity, alice's stalled uploads take one slot, her
+/// others are refused at once, and bob registers meanwhile (issue 14's
+/// finding: four slow streams of one identity blocked everyone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_uploader_does_not_block_other_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(config(dir.path(), "")).await;
+    let alice = server.client(Some(ALICE)).await;
+    let bob = server.client(Some(BOB)).await;
+    // a stream that never sends a chunk, held open by its sender
+    let stall = |c: &Remote| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<v1::RegisterKeyChunk>(1);
+        let mut keys = c.keys_client();
+        let call = tokio::spawn(async move {
+            keys.register_key(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        });
+        (tx, call)
+    };
+    let (held_tx, held) = stall(&alice);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let (_tx, call) = stall(&alice);
+        let e = call
+            .await
+            .unwrap()
+            .expect_err("a second upload of one identity");
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("this identity"), "{}", e.message());
+    }
+    // bob is not blocked by alice's stalled upload
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        register(&bob, fast_keys()),
+    )
+    .await
+    .expect("bob's upload is not starved");
+    assert!(!r.key_id.is_empty());
+    // alice's slot comes back when her stalled upload ends
+    drop(held_tx);
+    let ended = held.await.unwrap();
+    assert!(ended.is_err(), "an empty upload registers nothing");
+    let r = register(&alice, fast_keys()).await;
+    assert!(!r.key_id.is_empty());
+    server.stop().await;
+}
