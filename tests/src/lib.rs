@@ -284,3 +284,54 @@ pub fn run_package_suite(
         assert!(!text.contains(m), "{m:?} present:\n{text}");
     }
 }
+
+/// The Python of the cross-language tests: `BLINDFOLD_PYTHON` if set, else
+/// the virtual environment `target/e2e-python` (made by `.ci/run`, or here
+/// if missing). When `import <imports>` fails there, `pip install <what>`
+/// (arguments as pip takes them) is run first; then the imports must work.
+pub fn e2e_python(imports: &str, what: &[std::ffi::OsString]) -> PathBuf {
+    use std::process::Command;
+    if let Ok(p) = std::env::var("BLINDFOLD_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let ready = |python: &Path| {
+        Command::new(python)
+            .args(["-c", &format!("import {imports}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let check = |cmd: &mut Command| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let venv = repo().join("target/e2e-python");
+    let python = venv.join("bin/python");
+    if !ready(&python) {
+        if !python.exists() {
+            check(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        }
+        check(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(what),
+        );
+    }
+    assert!(
+        ready(&python),
+        "import {imports} fails in {}",
+        venv.display()
+    );
+    python
+}

@@ -7,7 +7,7 @@
 //! environment under `target/e2e-python` (made by `.ci/run`, or by this test
 //! if missing) with the packages of `tests/python/requirements.txt`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use blindfold_runtime::eval::clear;
@@ -24,39 +24,16 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
-fn has_grpc(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", "import grpc_tools, grpc_health, grpc_reflection"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("BLINDFOLD_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = repo().join("target/e2e-python");
-    let python = venv.join("bin/python");
-    if !has_grpc(&python) {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(repo().join("tests/python/requirements.txt")));
-    }
-    assert!(
-        has_grpc(&python),
-        "grpcio-tools missing in {}",
-        venv.display()
-    );
-    python
+    e2e_python(
+        "grpc_tools, grpc_health, grpc_reflection",
+        &[
+            "-r".into(),
+            repo()
+                .join("tests/python/requirements.txt")
+                .into_os_string(),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,57 +9,16 @@
 //! installs it there (`pip install ./client/python`, which builds it with
 //! maturin from PyPI and cargo — a few minutes the first time).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use blindfold_tests::*;
 
-fn ready(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", "import blindfold, pytest, numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-fn check(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("BLINDFOLD_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = repo().join("target/e2e-python");
-    let python = venv.join("bin/python");
-    if !ready(&python) {
-        if !python.exists() {
-            check(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        }
-        check(
-            Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .arg(repo().join("client/python[test,numpy]")),
-        );
-    }
-    assert!(
-        ready(&python),
-        "blindfold, pytest or numpy missing in {}",
-        venv.display()
-    );
-    python
+    e2e_python(
+        "blindfold, pytest, numpy",
+        &[repo().join("client/python[test,numpy]").into_os_string()],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,6 +234,16 @@ pub struct Answers {
     pub timing: Timing,
 }
 
+impl Answers {
+    fn empty(rows: usize) -> Self {
+        Self {
+            predictions: Vec::with_capacity(rows),
+            budget: None,
+            timing: Timing::default(),
+        }
+    }
+}
+
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
@@ -260,11 +270,7 @@ pub async fn predict(
 ) -> Result<Answers, ClientError> {
     let (_, spec) = remote.get_model(model).await?;
     check_rows(&spec, rows)?;
-    let mut all = Answers {
-        predictions: Vec::with_capacity(rows.len()),
-        budget: None,
-        timing: Timing::default(),
-    };
+    let mut all = Answers::empty(rows.len());
     for chunk in rows.chunks(BATCH) {
         let t = Instant::now();
         let inputs = keys.encrypt(&spec, chunk)?;
@@ -318,11 +324,7 @@ pub async fn predict_clear(
 ) -> Result<Answers, ClientError> {
     let (_, spec) = remote.get_model(model).await?;
     check_rows(&spec, rows)?;
-    let mut all = Answers {
-        predictions: Vec::with_capacity(rows.len()),
-        budget: None,
-        timing: Timing::default(),
-    };
+    let mut all = Answers::empty(rows.len());
     for chunk in rows.chunks(BATCH) {
         let t = Instant::now();
         let response = remote.predict_clear(model, chunk.to_vec()).await?;
