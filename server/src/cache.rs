@@ -1,100 +1,303 @@
-//! In-memory cache of decompressed evaluation keys under a byte budget,
-//! least recently used first out (`moka`, LRU policy, weighed in bytes).
-//! Keys are cached by key id (the hash of their bytes); who may use a key is
-//! decided by the store, not here. Concurrent requests for the same cold
-//! key share one load ([`KeyCache::get_or_load`]).
+//! Decompressed evaluation keys under one memory budget.
+//!
+//! Every decompressed key in the process holds a reservation of its bytes
+//! against `compute.key_cache_mib`, whether the cache still lists it or only
+//! requests hold it (an evicted key that a waiting request still uses keeps
+//! its reservation until that request ends). A load or an upload reserves
+//! *before* it decompresses: when the budget is short it evicts cached keys
+//! that no request is using (least recently used first), and when every
+//! reserved byte is in use it waits for a request to end, up to
+//! `compute.key_wait_secs`, then refuses. So the keys' memory never exceeds
+//! the budget; what decompressing one key needs on top for a moment is
+//! bounded separately (loads run on the compute pool, `concurrent_jobs` at a
+//! time; see [`blindfold_runtime::params::ParamSet`]'s
+//! `key_decompression_transient_bytes`).
+//!
+//! The index is `moka` (LRU, weighed in bytes). Keys are cached by key id
+//! (the hash of their bytes); who may use a key is decided by the store, not
+//! here. Concurrent requests for the same cold key share one load
+//! ([`KeyCache::get_or_load`]).
 
 use std::future::Future;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use moka::future::Cache;
 use moka::policy::EvictionPolicy;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
 
-struct Entry<T> {
-    key: Arc<T>,
-    bytes: usize,
+/// Reservations are counted in KiB (a semaphore acquires at most `u32`
+/// permits at once).
+const UNIT: usize = 1024;
+
+fn units(bytes: usize) -> usize {
+    bytes.div_ceil(UNIT)
 }
 
-// by hand: the derive would ask `T: Clone`, and only the `Arc` is cloned
-impl<T> Clone for Entry<T> {
-    fn clone(&self) -> Self {
-        Self {
-            key: self.key.clone(),
-            bytes: self.bytes,
+/// Why memory for a key could not be reserved.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AdmissionError {
+    #[error(
+        "a key of this parameter set needs {need_mib} MiB decompressed; the server's key memory \
+         budget (compute.key_cache_mib) is {budget_mib} MiB"
+    )]
+    LargerThanBudget { need_mib: usize, budget_mib: usize },
+    #[error(
+        "the key memory budget ({budget_mib} MiB) is held by keys in use; waited {waited_s} s, \
+         retry later"
+    )]
+    Busy { budget_mib: usize, waited_s: u64 },
+}
+
+struct Accounting {
+    budget: usize,
+    memory: Arc<Semaphore>,
+    /// Woken whenever a request lets go of a key.
+    released: Notify,
+    metrics: Arc<Metrics>,
+    clock: AtomicU64,
+}
+
+impl Accounting {
+    fn reserved_bytes(&self) -> usize {
+        (units(self.budget) - self.memory.available_permits()) * UNIT
+    }
+
+    fn publish(&self) {
+        self.metrics.set_key_memory(self.reserved_bytes());
+    }
+}
+
+/// Bytes reserved against the budget, not yet holding a key.
+pub struct Reservation {
+    permit: OwnedSemaphorePermit,
+    bytes: usize,
+    accounting: Arc<Accounting>,
+}
+
+impl Reservation {
+    /// The key this reservation was made for; it keeps the bytes reserved
+    /// for as long as it lives.
+    pub fn hold<T>(self, value: T) -> Arc<Resident<T>> {
+        let tick = self.accounting.clock.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Resident {
+            value,
+            reservation: Some(self),
+            last_used: AtomicU64::new(tick),
+        })
+    }
+}
+
+/// A decompressed key and its reservation.
+pub struct Resident<T> {
+    value: T,
+    reservation: Option<Reservation>,
+    last_used: AtomicU64,
+}
+
+impl<T> Resident<T> {
+    pub fn bytes(&self) -> usize {
+        self.reservation.as_ref().map_or(0, |r| r.bytes)
+    }
+}
+
+impl<T> Drop for Resident<T> {
+    fn drop(&mut self) {
+        if let Some(r) = self.reservation.take() {
+            let accounting = r.accounting.clone();
+            drop(r.permit);
+            accounting.publish();
         }
+    }
+}
+
+/// A request's use of a key: while it lives the key is not evicted for
+/// room, and its end wakes whoever waits for memory.
+pub struct Lease<T> {
+    resident: Option<Arc<Resident<T>>>,
+    accounting: Arc<Accounting>,
+}
+
+impl<T> Deref for Lease<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match &self.resident {
+            Some(r) => &r.value,
+            None => unreachable!("a lease holds its key until dropped"),
+        }
+    }
+}
+
+impl<T> Drop for Lease<T> {
+    fn drop(&mut self) {
+        drop(self.resident.take());
+        self.accounting.released.notify_waiters();
     }
 }
 
 pub struct KeyCache<T> {
-    budget: usize,
-    cache: Cache<String, Entry<T>>,
-    metrics: Arc<Metrics>,
+    cache: Cache<String, Arc<Resident<T>>>,
+    accounting: Arc<Accounting>,
+    wait: Duration,
 }
 
 impl<T: Send + Sync + 'static> KeyCache<T> {
-    pub fn new(budget: usize, metrics: Arc<Metrics>) -> Self {
+    /// A cache of at most `budget` bytes of keys; a reservation waits at
+    /// most `wait` for memory held by requests.
+    pub fn new(budget: usize, wait: Duration, metrics: Arc<Metrics>) -> Self {
         let cache = Cache::builder()
             .max_capacity(budget as u64)
-            .weigher(|_: &String, e: &Entry<T>| u32::try_from(e.bytes).unwrap_or(u32::MAX))
+            .weigher(|_: &String, e: &Arc<Resident<T>>| {
+                u32::try_from(e.bytes()).unwrap_or(u32::MAX)
+            })
             .eviction_policy(EvictionPolicy::lru())
             .build();
+        let permits = units(budget).min(Semaphore::MAX_PERMITS);
         Self {
-            budget,
             cache,
-            metrics,
+            accounting: Arc::new(Accounting {
+                budget: permits * UNIT,
+                memory: Arc::new(Semaphore::new(permits)),
+                released: Notify::new(),
+                metrics,
+                clock: AtomicU64::new(0),
+            }),
+            wait,
         }
     }
 
-    pub async fn get(&self, key_id: &str) -> Option<Arc<T>> {
-        self.cache.get(key_id).await.map(|e| e.key)
+    fn lease(&self, resident: Arc<Resident<T>>) -> Lease<T> {
+        let tick = self.accounting.clock.fetch_add(1, Ordering::Relaxed);
+        resident.last_used.store(tick, Ordering::Relaxed);
+        Lease {
+            resident: Some(resident),
+            accounting: self.accounting.clone(),
+        }
+    }
+
+    pub async fn get(&self, key_id: &str) -> Option<Lease<T>> {
+        let r = self.cache.get(key_id).await?;
+        Some(self.lease(r))
     }
 
     pub fn contains(&self, key_id: &str) -> bool {
         self.cache.contains_key(key_id)
     }
 
-    /// The cached key, or the result of `load` (`(key, bytes)`) cached and
-    /// returned; concurrent callers for the same cold key wait for one load.
-    pub async fn get_or_load<E, F>(&self, key_id: &str, load: F) -> Result<Arc<T>, Arc<E>>
+    /// Reserves `bytes` for a key about to be decompressed: evicts idle
+    /// cached keys when short, waits for requests to end when every
+    /// reserved byte is in use, and refuses after the wait.
+    pub async fn reserve(&self, bytes: usize) -> Result<Reservation, AdmissionError> {
+        let acc = &self.accounting;
+        let need = units(bytes);
+        let mib = |b: usize| b.div_ceil(1 << 20);
+        let too_large = || AdmissionError::LargerThanBudget {
+            need_mib: mib(bytes),
+            budget_mib: mib(acc.budget),
+        };
+        let n = u32::try_from(need).map_err(|_| too_large())?;
+        if need > units(acc.budget) {
+            return Err(too_large());
+        }
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            // registered before looking, so a release in between is not lost
+            let released = acc.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Ok(permit) = acc.memory.clone().try_acquire_many_owned(n) {
+                return Ok(self.reserved(permit, bytes));
+            }
+            if self.evict_idle(need).await {
+                continue;
+            }
+            tokio::select! {
+                permit = acc.memory.clone().acquire_many_owned(n) => {
+                    // the semaphore is never closed
+                    if let Ok(permit) = permit {
+                        return Ok(self.reserved(permit, bytes));
+                    }
+                }
+                _ = &mut released => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(AdmissionError::Busy {
+                        budget_mib: mib(acc.budget),
+                        waited_s: self.wait.as_secs(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn reserved(&self, permit: OwnedSemaphorePermit, bytes: usize) -> Reservation {
+        let r = Reservation {
+            permit,
+            bytes,
+            accounting: self.accounting.clone(),
+        };
+        self.accounting.publish();
+        r
+    }
+
+    /// Evicts cached keys no request holds, least recently used first,
+    /// until `need` units are free; whether it evicted any.
+    async fn evict_idle(&self, need: usize) -> bool {
+        let mut idle: Vec<(u64, Arc<String>, usize)> = self
+            .cache
+            .iter()
+            // held by the cache and by this iteration's clone only
+            .filter(|(_, r)| Arc::strong_count(r) == 2)
+            .map(|(k, r)| (r.last_used.load(Ordering::Relaxed), k, r.bytes()))
+            .collect();
+        idle.sort();
+        let memory = &self.accounting.memory;
+        let before = memory.available_permits();
+        let mut free = before;
+        for (_, key_id, bytes) in idle {
+            if free >= need {
+                break;
+            }
+            self.cache.invalidate(key_id.as_str()).await;
+            free += units(bytes);
+        }
+        // the cache lets go of removed entries when its pending work runs
+        self.settle().await;
+        memory.available_permits() > before
+    }
+
+    /// The cached key, or the one `load` decompresses into a reservation of
+    /// `bytes`, cached and returned; concurrent callers for the same cold
+    /// key wait for one load.
+    pub async fn get_or_load<E, F, Fut>(
+        &self,
+        key_id: &str,
+        bytes: usize,
+        load: F,
+    ) -> Result<Lease<T>, Arc<E>>
     where
-        E: Send + Sync + 'static,
-        F: Future<Output = Result<(Arc<T>, usize), E>>,
+        E: From<AdmissionError> + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
     {
-        let budget = self.budget;
-        let entry = self
+        let resident = self
             .cache
             .try_get_with(key_id.to_string(), async move {
-                let (key, bytes) = load.await?;
-                if bytes > budget {
-                    tracing::warn!(
-                        bytes,
-                        budget,
-                        "evaluation key larger than the key cache budget; not kept"
-                    );
-                }
-                Ok(Entry { key, bytes })
+                let reservation = self.reserve(bytes).await?;
+                let key = load().await?;
+                Ok(reservation.hold(key))
             })
             .await?;
         self.settle().await;
-        Ok(entry.key)
+        Ok(self.lease(resident))
     }
 
-    /// Caches `key`, evicting least recently used keys to stay within the
-    /// budget. A key larger than the whole budget is not kept.
-    pub async fn insert(&self, key_id: &str, key: Arc<T>, bytes: usize) {
-        if bytes > self.budget {
-            tracing::warn!(
-                bytes,
-                budget = self.budget,
-                "evaluation key larger than the key cache budget; not cached"
-            );
-            return;
-        }
-        self.cache
-            .insert(key_id.to_string(), Entry { key, bytes })
-            .await;
+    /// Caches a key decompressed into a reservation.
+    pub async fn insert(&self, key_id: &str, resident: Arc<Resident<T>>) {
+        self.cache.insert(key_id.to_string(), resident).await;
         self.settle().await;
     }
 
@@ -103,18 +306,31 @@ impl<T: Send + Sync + 'static> KeyCache<T> {
         self.settle().await;
     }
 
+    /// Bytes of keys the cache lists.
     pub async fn used_bytes(&self) -> usize {
         self.cache.run_pending_tasks().await;
         self.cache.weighted_size() as usize
     }
 
+    /// Bytes reserved by every live key, cached or only in use (rounded up
+    /// to KiB per key).
+    pub fn reserved_bytes(&self) -> usize {
+        self.accounting.reserved_bytes()
+    }
+
+    pub fn budget_bytes(&self) -> usize {
+        self.accounting.budget
+    }
+
     /// Applies pending evictions and reports the cache's size.
     async fn settle(&self) {
         self.cache.run_pending_tasks().await;
-        self.metrics.set_key_cache(
+        let m = &self.accounting.metrics;
+        m.set_key_cache(
             self.cache.weighted_size() as usize,
             self.cache.entry_count() as usize,
         );
+        self.accounting.publish();
     }
 }
 
@@ -122,45 +338,108 @@ impl<T: Send + Sync + 'static> KeyCache<T> {
 mod tests {
     use super::*;
 
+    const KIB: usize = 1024;
+
+    fn cache(budget_kib: usize, wait_ms: u64) -> Arc<KeyCache<u32>> {
+        Arc::new(KeyCache::new(
+            budget_kib * KIB,
+            Duration::from_millis(wait_ms),
+            Arc::new(Metrics::default()),
+        ))
+    }
+
+    async fn put(cache: &KeyCache<u32>, id: &str, value: u32, kib: usize) {
+        let r = cache.reserve(kib * KIB).await.unwrap();
+        cache.insert(id, r.hold(value)).await;
+    }
+
     #[tokio::test]
-    async fn evicts_least_recently_used_within_budget() {
-        let cache = KeyCache::new(100, Arc::new(Metrics::default()));
-        cache.insert("a", Arc::new(1), 40).await;
-        cache.insert("b", Arc::new(2), 40).await;
+    async fn evicts_idle_keys_least_recently_used_first() {
+        let cache = cache(100, 50);
+        put(&cache, "a", 1, 40).await;
+        put(&cache, "b", 2, 40).await;
         assert_eq!(cache.get("a").await.as_deref(), Some(&1)); // b is now older
-        cache.insert("c", Arc::new(3), 40).await;
+        put(&cache, "c", 3, 40).await;
         assert!(cache.contains("a") && cache.contains("c") && !cache.contains("b"));
-        assert_eq!(cache.used_bytes().await, 80);
-        cache.insert("huge", Arc::new(4), 101).await;
-        assert!(!cache.contains("huge"));
-        assert_eq!(cache.used_bytes().await, 80);
-        cache.insert("a", Arc::new(5), 60).await; // replacing frees the old bytes first
-        assert_eq!(cache.used_bytes().await, 100);
+        assert_eq!(cache.used_bytes().await, 80 * KIB);
+        assert_eq!(cache.reserved_bytes(), 80 * KIB);
         cache.remove("a").await;
-        assert_eq!(cache.used_bytes().await, 40);
+        assert_eq!(cache.reserved_bytes(), 40 * KIB);
+        assert!(matches!(
+            cache.reserve(101 * KIB).await,
+            Err(AdmissionError::LargerThanBudget { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn keys_in_use_stay_counted_and_admission_waits_then_refuses() {
+        let cache = cache(100, 200);
+        put(&cache, "a", 1, 60).await;
+        let a = cache.get("a").await.unwrap(); // a request uses a
+        cache.remove("a").await; // deleted, or evicted, while in use
+        assert!(!cache.contains("a"));
+        assert_eq!(cache.reserved_bytes(), 60 * KIB, "still in memory");
+        // 60 of 100 held by a request: 50 more must wait, then be refused
+        assert!(matches!(
+            cache.reserve(50 * KIB).await,
+            Err(AdmissionError::Busy { .. })
+        ));
+        // the request ends while another waits: the waiter gets the memory
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.reserve(50 * KIB).await.map(|r| r.bytes) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        drop(a);
+        assert_eq!(waiter.await.unwrap().unwrap(), 50 * KIB);
+        assert_eq!(cache.reserved_bytes(), 0, "the reservation was dropped");
+    }
+
+    #[tokio::test]
+    async fn a_released_key_is_evicted_for_a_waiter() {
+        let cache = cache(100, 2_000);
+        put(&cache, "a", 1, 60).await;
+        let a = cache.get("a").await.unwrap();
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                let r = cache.reserve(60 * KIB).await?;
+                cache.insert("b", r.hold(2)).await;
+                Ok::<_, AdmissionError>(())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "a is in use: nothing to evict");
+        drop(a); // idle now, but still cached: the waiter must evict it
+        waiter.await.unwrap().unwrap();
+        assert!(cache.contains("b") && !cache.contains("a"));
+        assert_eq!(cache.reserved_bytes(), 60 * KIB);
     }
 
     #[tokio::test]
     async fn concurrent_loads_of_one_key_run_once() {
-        let cache = Arc::new(KeyCache::new(100, Arc::new(Metrics::default())));
+        let cache = cache(100, 50);
         let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let (cache, loads) = (cache.clone(), loads.clone());
                 tokio::spawn(async move {
                     cache
-                        .get_or_load("k", async {
-                            loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            Ok::<_, String>((Arc::new(7), 10))
+                        .get_or_load("k", 10 * KIB, || async {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok::<_, AdmissionError>(7)
                         })
                         .await
+                        .map(|lease| *lease)
                 })
             })
             .collect();
         for t in tasks {
-            assert_eq!(*t.await.unwrap().unwrap(), 7);
+            assert_eq!(t.await.unwrap().unwrap(), 7);
         }
-        assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.reserved_bytes(), 10 * KIB);
     }
 }

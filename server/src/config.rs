@@ -106,8 +106,13 @@ pub struct Compute {
     pub concurrent_jobs: usize,
     /// Requests allowed to wait for a slot; beyond that `RESOURCE_EXHAUSTED`.
     pub queue_capacity: usize,
-    /// Memory budget for decompressed evaluation keys (LRU), in MiB.
+    /// Memory budget for decompressed evaluation keys, in MiB: cached keys
+    /// and keys that requests are using together never exceed it (idle
+    /// cached keys are evicted least recently used first to make room).
     pub key_cache_mib: u64,
+    /// How long a request waits for key memory held by other requests
+    /// before `RESOURCE_EXHAUSTED`, in seconds.
+    pub key_wait_secs: u64,
 }
 
 impl Default for Compute {
@@ -117,6 +122,7 @@ impl Default for Compute {
             concurrent_jobs: 1,
             queue_capacity: 32,
             key_cache_mib: 4096,
+            key_wait_secs: 120,
         }
     }
 }

@@ -191,6 +191,12 @@ impl From<crate::ledger::LedgerError> for ServiceError {
     }
 }
 
+impl From<crate::cache::AdmissionError> for ServiceError {
+    fn from(e: crate::cache::AdmissionError) -> Self {
+        ServiceError::ResourceExhausted(e.to_string())
+    }
+}
+
 impl From<crate::pool::PoolError> for ServiceError {
     fn from(e: crate::pool::PoolError) -> Self {
         use crate::pool::PoolError;

@@ -72,11 +72,31 @@ impl Server {
             metrics.clone(),
         )?;
         let cache_bytes = usize::try_from(config.compute.key_cache_mib << 20).unwrap_or(usize::MAX);
+        // a budget that cannot hold one key of a model's set: its keys will
+        // be refused (at registration, naming the budget); say so now
+        for m in registry.all() {
+            let params = m.hardened().params();
+            let need = params.evaluation_key_memory_bytes();
+            if need > cache_bytes {
+                tracing::warn!(
+                    model = %m.name,
+                    key_cache_mib = config.compute.key_cache_mib,
+                    key_mib = need.div_ceil(1 << 20),
+                    "the key memory budget cannot hold one key of this model's parameter set \
+                     ({}); its keys will be refused",
+                    params.short_name()
+                );
+            }
+        }
         let state = Arc::new(State {
             limits: config.limits.clone(),
             registry,
             store: Arc::new(store),
-            cache: KeyCache::new(cache_bytes, metrics.clone()),
+            cache: KeyCache::new(
+                cache_bytes,
+                std::time::Duration::from_secs(config.compute.key_wait_secs),
+                metrics.clone(),
+            ),
             pool,
             metrics,
             uploads: Arc::new(tokio::sync::Semaphore::new(

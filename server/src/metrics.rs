@@ -52,6 +52,7 @@ pub struct Metrics {
     running_jobs: Gauge<i64, AtomicI64>,
     key_cache_bytes: Gauge<i64, AtomicI64>,
     key_cache_entries: Gauge<i64, AtomicI64>,
+    key_memory: Gauge<i64, AtomicI64>,
     resident_memory: Gauge<i64, AtomicI64>,
 }
 
@@ -100,27 +101,33 @@ impl Default for Metrics {
             registry.register(name, help, c.clone());
             c
         });
-        let [queue_depth, running_jobs, key_cache_bytes, key_cache_entries, resident_memory] = [
-            ("blindfold_queue_depth", "Jobs waiting for a compute slot"),
-            ("blindfold_running_jobs", "Jobs on the compute pool now"),
-            (
-                "blindfold_key_cache_bytes",
-                "Bytes of decompressed evaluation keys in memory",
-            ),
-            (
-                "blindfold_key_cache_entries",
-                "Decompressed evaluation keys in memory",
-            ),
-            (
-                "process_resident_memory_bytes",
-                "Resident memory size in bytes",
-            ),
-        ]
-        .map(|(name, help)| {
-            let g = Gauge::<i64, AtomicI64>::default();
-            registry.register(name, help, g.clone());
-            g
-        });
+        let [queue_depth, running_jobs, key_cache_bytes, key_cache_entries, key_memory, resident_memory] =
+            [
+                ("blindfold_queue_depth", "Jobs waiting for a compute slot"),
+                ("blindfold_running_jobs", "Jobs on the compute pool now"),
+                (
+                    "blindfold_key_cache_bytes",
+                    "Bytes of decompressed evaluation keys in memory",
+                ),
+                (
+                    "blindfold_key_cache_entries",
+                    "Decompressed evaluation keys in memory",
+                ),
+                (
+                    "blindfold_key_memory_bytes",
+                    "Bytes of decompressed evaluation keys reserved against compute.key_cache_mib \
+                 (cached or in use)",
+                ),
+                (
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes",
+                ),
+            ]
+            .map(|(name, help)| {
+                let g = Gauge::<i64, AtomicI64>::default();
+                registry.register(name, help, g.clone());
+                g
+            });
         Self {
             registry,
             requests,
@@ -136,6 +143,7 @@ impl Default for Metrics {
             running_jobs,
             key_cache_bytes,
             key_cache_entries,
+            key_memory,
             resident_memory,
         }
     }
@@ -189,6 +197,11 @@ impl Metrics {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         self.key_cache_entries
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_key_memory(&self, bytes: usize) {
+        self.key_memory
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The exposition (OpenMetrics text).

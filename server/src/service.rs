@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::auth::{self, Identity};
-use crate::cache::KeyCache;
+use crate::cache::{KeyCache, Lease};
 use crate::config::Limits;
 use crate::error::{ServiceError, StoreError};
 use crate::ledger::{Ledger, Remaining};
@@ -270,7 +270,7 @@ fn load_key(
     limit: u64,
 ) -> blindfold_runtime::Result<EvaluationKey> {
     let bytes = blindfold_runtime::data::read_bytes_limited(path, limit)?;
-    EvaluationKey::from_stored(&bytes, params, limit)
+    EvaluationKey::from_stored(bytes, params, limit)
 }
 
 /// Parses, checks and decompresses an uploaded key (compute pool).
@@ -280,7 +280,7 @@ fn verify_upload(
     limit: u64,
 ) -> blindfold_runtime::Result<EvaluationKey> {
     let bytes = blindfold_runtime::data::read_bytes_limited(path, limit)?;
-    EvaluationKey::from_upload(&bytes, params, limit)
+    EvaluationKey::from_upload(bytes, params, limit)
 }
 
 impl Service {
@@ -351,29 +351,31 @@ impl Service {
     }
 
     /// The decompressed key, from the cache or loaded from disk (once, even
-    /// under concurrent requests).
-    async fn evaluation_key(&self, record: &KeyRecord) -> Result<Arc<EvaluationKey>, ServiceError> {
+    /// under concurrent requests), within the key memory budget.
+    async fn evaluation_key(
+        &self,
+        record: &KeyRecord,
+    ) -> Result<Lease<EvaluationKey>, ServiceError> {
         let state = &self.0;
         let params = ParamSet::from_name(&record.parameter_set)
             .ok_or_else(|| ServiceError::internal("key store", "unknown stored parameter set"))?;
         let path = state.store.blob_path(&record.key_id);
         let limit = state.limits.max_key_bytes;
         let pool = &state.pool;
-        let load = async move {
+        let load = || async move {
             let started = Instant::now();
             let (key, _) = pool.run(move |_| load_key(&path, params, limit)).await?;
             let key = key.map_err(|e| ServiceError::internal("loading a stored key", e))?;
-            let bytes = key.memory_bytes();
             tracing::info!(
                 ms = started.elapsed().as_secs_f64() * 1e3,
-                bytes,
+                bytes = key.memory_bytes(),
                 "loaded an evaluation key into the cache"
             );
-            Ok::<_, ServiceError>((Arc::new(key), bytes))
+            Ok::<_, ServiceError>(key)
         };
         state
             .cache
-            .get_or_load(&record.key_id, load)
+            .get_or_load(&record.key_id, params.evaluation_key_memory_bytes(), load)
             .await
             .map_err(|e| ServiceError::shared(&e))
     }
@@ -495,14 +497,19 @@ impl Service {
                 bytes: total,
             });
         }
-        // parse, check and decompress on the compute pool
+        // memory for the decompressed key first, then parse, check and
+        // decompress on the compute pool
+        let reservation = state
+            .cache
+            .reserve(params.evaluation_key_memory_bytes())
+            .await?;
         let path = finished.path().to_path_buf();
         let limit = limits.max_key_bytes;
         let (key, _) = state
             .pool
             .run(move |_| verify_upload(&path, params, limit))
             .await?;
-        let key = Arc::new(key.map_err(|e| ServiceError::input("key", e))?);
+        let key = reservation.hold(key.map_err(|e| ServiceError::input("key", e))?);
         let who = identity.0.clone();
         let max = limits.max_keys_per_client;
         let outcome = self
@@ -513,10 +520,7 @@ impl Service {
                 "this identity holds {n} keys, the limit; delete one first"
             ))),
             Commit::AlreadyRegistered | Commit::Registered => {
-                state
-                    .cache
-                    .insert(&key_id, key.clone(), key.memory_bytes())
-                    .await;
+                state.cache.insert(&key_id, key).await;
                 Ok(v1::RegisterKeyResponse {
                     key_id,
                     already_registered: outcome == Commit::AlreadyRegistered,

@@ -182,6 +182,58 @@ impl Drop for TestServer {
     }
 }
 
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Starts the server binary `bin` (a test's `CARGO_BIN_EXE_...`) on
+/// `port`, its log in `log`, and waits until it accepts connections.
+pub fn spawn_server_binary(
+    bin: &Path,
+    config: &Path,
+    port: u16,
+    log: &Path,
+) -> std::process::Child {
+    let log = std::fs::File::create(log).expect("log file");
+    let child = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env_remove("BLINDFOLD_METRICS_LISTEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("server binary starts");
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "server did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+/// A process's resident memory now and at its peak (`VmRSS`, `VmHWM`), in bytes.
+pub fn resident_memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib << 10)
+            .expect("a memory field")
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 /// Keys for the 2_2 parameter set, made once per test binary.
 pub struct Keys {
     pub client: ClientKey,

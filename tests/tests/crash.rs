@@ -2,9 +2,8 @@
 //! killed mid-stream, restarted on the same data directory, and must have
 //! kept the key registered before, with the half-uploaded one invisible.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use blindfold_client::crypto;
@@ -12,36 +11,13 @@ use blindfold_proto::v1;
 use blindfold_tests::*;
 use tonic::Code;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts the server binary and waits until it accepts connections.
 fn spawn_server(config: &Path, port: u16, log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_blindfold-e2e-server"))
-        .arg("--config")
-        .arg(config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env_remove("BLINDFOLD_METRICS_LISTEN")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("server binary starts");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "server did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    spawn_server_binary(
+        Path::new(env!("CARGO_BIN_EXE_blindfold-e2e-server")),
+        config,
+        port,
+        log,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -515,6 +515,7 @@ async fn key_cache_evicts_under_its_budget_and_reloads() {
         let ck = &a.client;
         ck.evaluation_key().decompress().memory_bytes()
     };
+    assert_eq!(one, a.client.params.evaluation_key_memory_bytes());
     let mib = (one * 3 / 2) >> 20;
     let extra = format!("[compute]\nkey_cache_mib = {mib}");
     let server = TestServer::start(config(dir.path(), &extra)).await;
@@ -545,6 +546,65 @@ async fn key_cache_evicts_under_its_budget_and_reloads() {
         metrics.contains(&format!("blindfold_key_cache_bytes {one}")),
         "{metrics}"
     );
+    server.stop().await;
+}
+
+/// Keys that requests are using count against the key memory budget even
+/// after the cache evicts them: a request whose key does not fit waits for
+/// memory (`compute.key_wait_secs`), then is refused with a message that
+/// names the budget; once the memory is free the same request succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_does_not_fit_waits_then_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = fast_keys();
+    let one = a.client.params.evaluation_key_memory_bytes();
+    let mib = (one * 3 / 2) >> 20; // one key, not two
+    let extra = format!("[compute]\nkey_cache_mib = {mib}\nkey_wait_secs = 1");
+    let server = TestServer::start(config(dir.path(), &extra)).await;
+    let alice = server.client(Some(ALICE)).await;
+    let b = new_keys(a.client.params);
+    register(&alice, a).await;
+    register(&alice, &b).await; // a is evicted for b
+                                // a long request on a: it loads a (evicting idle b) and holds it
+    let (cts, _) = encrypt_rows(12);
+    let long = {
+        let alice = alice.clone();
+        let key = a.key_id.clone();
+        tokio::spawn(async move { alice.predict(FAST, &key, cts).await })
+    };
+    let started = std::time::Instant::now();
+    while !server
+        .metrics_text()
+        .await
+        .contains("blindfold_running_jobs 1")
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "a never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alice.key_status(&b.key_id).await.unwrap().cached);
+    let spec = fast_circuit().client_spec();
+    let (x, _) = &digits_rows(1)[0];
+    let ct = crypto::encrypt_row(&b.client, &spec, x).unwrap();
+    let e = alice
+        .predict(FAST, &b.key_id, vec![ct.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::ResourceExhausted), "{e}");
+    assert!(e.to_string().contains("key memory budget"), "{e}");
+    assert!(!long.is_finished(), "refused while a was still in use");
+    let metrics = server.metrics_text().await;
+    let reserved = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("blindfold_key_memory_bytes "))
+        .and_then(|v| v.parse::<usize>().ok())
+        .expect("the key memory gauge");
+    assert!(reserved <= mib << 20, "{reserved} reserved over the budget");
+    assert_eq!(long.await.unwrap().unwrap().outputs.len(), 12);
+    // a is idle now: b's request evicts it and is answered
+    let r = alice.predict(FAST, &b.key_id, vec![ct]).await.unwrap();
+    let p = crypto::decrypt_output(&b.client, &spec, &r.outputs[0]).unwrap();
+    let q = fast_circuit().input.quantize(x).unwrap();
+    assert_eq!(p.raw, clear::evaluate(fast_circuit(), &q).unwrap());
     server.stop().await;
 }
 

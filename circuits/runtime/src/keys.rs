@@ -85,18 +85,21 @@ impl EvaluationKey {
     /// Verifies a compressed key a client sent (current format only: the
     /// network never gets the legacy reader) against the parameter set the
     /// upload declared, and decompresses it.
-    pub fn from_upload(bytes: &[u8], declared: ParamSet, limit: u64) -> Result<Self> {
-        let key = CompressedEvaluationKey::from_bytes(bytes, limit)?;
+    /// The bytes are freed before decompressing (lower peak memory).
+    pub fn from_upload(bytes: Vec<u8>, declared: ParamSet, limit: u64) -> Result<Self> {
+        let key = CompressedEvaluationKey::from_bytes(&bytes, limit)?;
+        drop(bytes);
         key.conform(declared)?;
-        Ok(key.decompress())
+        Ok(key.into_evaluation_key())
     }
 
     /// Loads a key from a server's key store (current or legacy format),
     /// checked against the parameter set it was registered for.
-    pub fn from_stored(bytes: &[u8], registered: ParamSet, limit: u64) -> Result<Self> {
-        let key = CompressedEvaluationKey::from_stored(bytes, limit)?;
+    pub fn from_stored(bytes: Vec<u8>, registered: ParamSet, limit: u64) -> Result<Self> {
+        let key = CompressedEvaluationKey::from_stored(&bytes, limit)?;
+        drop(bytes);
         key.conform(registered)?;
-        Ok(key.decompress())
+        Ok(key.into_evaluation_key())
     }
 
     /// Bytes of memory the key's buffers occupy (for cache budgets).
@@ -277,7 +280,14 @@ impl CompressedEvaluationKey {
     /// domain). Call [`Conformant::check`] (done by every `from_bytes`)
     /// first on keys from elsewhere.
     pub fn decompress(&self) -> EvaluationKey {
-        let bsk = self.bsk.clone().par_decompress_into_lwe_bootstrap_key();
+        self.clone().into_evaluation_key()
+    }
+
+    /// [`Self::decompress`], consuming the compressed key: each seeded part
+    /// is freed as soon as it is expanded (lower peak memory).
+    pub fn into_evaluation_key(self) -> EvaluationKey {
+        let Self { params, bsk, ksk } = self;
+        let bsk = bsk.par_decompress_into_lwe_bootstrap_key();
         let mut fourier_bsk = FourierLweBootstrapKey::new(
             bsk.input_lwe_dimension(),
             bsk.glwe_size(),
@@ -286,9 +296,10 @@ impl CompressedEvaluationKey {
             bsk.decomposition_level_count(),
         );
         par_convert_standard_lwe_bootstrap_key_to_fourier(&bsk, &mut fourier_bsk);
-        let ksk = self.ksk.clone().par_decompress_into_lwe_keyswitch_key();
+        drop(bsk);
+        let ksk = ksk.par_decompress_into_lwe_keyswitch_key();
         EvaluationKey {
-            params: self.params,
+            params,
             fourier_bsk,
             ksk,
         }

@@ -114,6 +114,27 @@ impl ParamSet {
         p.glwe_dimension.0 * p.polynomial_size.0
     }
 
+    /// Bytes a decompressed evaluation key of this set occupies: the
+    /// Fourier bootstrap key (`n·(k+1)²·ℓ_pbs` polynomials of `N/2` complex
+    /// `f64`) and the keyswitch key (`k·N·ℓ_ks` ciphertexts of `n+1` `u64`).
+    /// Equal to [`crate::keys::EvaluationKey::memory_bytes`], known before
+    /// decompressing (for admission against a memory budget).
+    pub fn evaluation_key_memory_bytes(self) -> usize {
+        let p = self.tfhe();
+        let (n, k, big_n) = (p.lwe_dimension.0, p.glwe_dimension.0, p.polynomial_size.0);
+        let bsk = n * (k + 1) * (k + 1) * p.pbs_level.0 * (big_n / 2) * 16;
+        let ksk = k * big_n * p.ks_level.0 * (n + 1) * 8;
+        bsk + ksk
+    }
+
+    /// Bytes decompressing one key needs for a moment on top of the result:
+    /// the standard-domain bootstrap key, before its Fourier conversion.
+    pub fn key_decompression_transient_bytes(self) -> usize {
+        let p = self.tfhe();
+        let (n, k, big_n) = (p.lwe_dimension.0, p.glwe_dimension.0, p.polynomial_size.0);
+        n * (k + 1) * (k + 1) * p.pbs_level.0 * big_n * 8
+    }
+
     /// Largest output precision (bits, plus the padding bit) at which a
     /// bootstrap output decrypts correctly except with probability below
     /// about 2^-40 (half a step ≥ 7σ).

@@ -2,7 +2,7 @@
 //! against the parameter set; malformed input is refused without a panic.
 
 use blindfold_runtime::ciphertext::EncryptedInput;
-use blindfold_runtime::keys::{ClientKey, CompressedEvaluationKey};
+use blindfold_runtime::keys::{ClientKey, CompressedEvaluationKey, EvaluationKey};
 use blindfold_runtime::params::ParamSet;
 use blindfold_runtime::serial::{Bytes, Conformant};
 
@@ -48,4 +48,22 @@ fn malformed_blobs_are_refused() {
         .err()
         .unwrap();
     assert!(err.is_caller_fault(), "{err}");
+}
+
+/// The memory a server reserves before decompressing a key is the memory
+/// the decompressed key occupies (one set with one PBS level, one with two).
+#[test]
+fn predicted_key_memory_is_the_decompressed_size() {
+    for params in [ParamSet::Message2Carry2, ParamSet::Message2Carry3] {
+        let key = ClientKey::generate(params).evaluation_key();
+        let bytes = key.to_bytes().unwrap();
+        let decompressed = EvaluationKey::from_upload(bytes, params, 1 << 30).unwrap();
+        assert_eq!(
+            decompressed.memory_bytes(),
+            params.evaluation_key_memory_bytes(),
+            "{}",
+            params.short_name()
+        );
+        assert!(params.key_decompression_transient_bytes() > 0);
+    }
 }
