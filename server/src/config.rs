@@ -70,6 +70,14 @@ pub struct Limits {
     /// A whole upload must finish within this long, however steadily it
     /// trickles (a slow client holds its slot at most this long).
     pub upload_deadline_secs: u64,
+    /// After the first 10 s, an upload must average at least this many
+    /// bytes per second or it is aborted (`DEADLINE_EXCEEDED`).
+    pub upload_min_bytes_per_sec: u64,
+    /// Open client connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// A connection must send its first bytes (the HTTP/2 preface or a TLS
+    /// ClientHello) within this long or it is closed.
+    pub connection_preface_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -84,6 +92,9 @@ impl Default for Limits {
             max_uploads_per_client: 1,
             upload_idle_timeout_secs: 30,
             upload_deadline_secs: 600,
+            upload_min_bytes_per_sec: 64 << 10,
+            max_connections: 1024,
+            connection_preface_timeout_secs: 10,
         }
     }
 }
@@ -395,6 +406,8 @@ impl Config {
             || l.max_uploads_per_client == 0
             || l.upload_deadline_secs == 0
             || l.upload_idle_timeout_secs == 0
+            || l.max_connections == 0
+            || l.connection_preface_timeout_secs == 0
         {
             return bad("every [limits] value must be positive".into());
         }

@@ -179,15 +179,92 @@ impl From<blindfold_runtime::Error> for ServiceError {
     }
 }
 
+/// What kind of storage fault an error is, for naming it to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// No space left (or the quota is spent) on the data directory's disk.
+    Full,
+    /// Any other i/o failure of the disk: worth a retry.
+    Io,
+    /// Not a storage fault (corruption, a bug).
+    Other,
+}
+
+/// Whether an i/o error means the disk or the quota is full.
+pub fn io_fault(e: &std::io::Error) -> Fault {
+    use std::io::ErrorKind;
+    if matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+    {
+        Fault::Full
+    } else {
+        Fault::Io
+    }
+}
+
+/// SQLite's view of the same: `SQLITE_FULL`, or an `SQLITE_IOERR`.
+pub fn sqlite_fault(e: &rusqlite::Error) -> Fault {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => Fault::Full,
+        Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen) => Fault::Io,
+        _ => Fault::Other,
+    }
+}
+
+impl StoreError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            StoreError::Io { source, .. } => io_fault(source),
+            StoreError::Db(e) => sqlite_fault(e),
+            _ => Fault::Other,
+        }
+    }
+}
+
+impl crate::ledger::LedgerError {
+    pub fn fault(&self) -> Fault {
+        use crate::ledger::LedgerError;
+        match self {
+            LedgerError::Io { source, .. } => io_fault(source),
+            LedgerError::Db(e) => sqlite_fault(e),
+            _ => Fault::Other,
+        }
+    }
+}
+
+/// A storage error as the client hears it: a full disk is
+/// `RESOURCE_EXHAUSTED` naming what is full, another i/o failure
+/// `UNAVAILABLE` (retry), anything else internal. The operator's log gets
+/// the path and the OS error.
+fn storage_error(context: &'static str, fault: Fault, e: impl std::fmt::Display) -> ServiceError {
+    match fault {
+        Fault::Full => {
+            tracing::warn!(context, error = %e, "storage full");
+            ServiceError::ResourceExhausted(format!(
+                "{context}: the server's disk is full (no space left in its data directory); \
+                 delete keys you no longer need, or ask the operator to free space"
+            ))
+        }
+        Fault::Io => {
+            tracing::error!(context, error = %e, "storage i/o error");
+            ServiceError::Unavailable(format!(
+                "{context}: the server's storage failed an i/o operation; retry later"
+            ))
+        }
+        Fault::Other => ServiceError::internal(context, e),
+    }
+}
+
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
-        ServiceError::internal("key store", e)
+        storage_error("key store", e.fault(), e)
     }
 }
 
 impl From<crate::ledger::LedgerError> for ServiceError {
     fn from(e: crate::ledger::LedgerError) -> Self {
-        ServiceError::internal("budget ledger", e)
+        storage_error("budget ledger", e.fault(), e)
     }
 }
 

@@ -15,8 +15,12 @@
 //!
 //! The ledger opens its own connection with the same discipline as the key
 //! store (WAL, `synchronous = FULL`, a busy timeout), so a granted debit is
-//! on disk before the answer is computed, and a crash can only lose a
-//! refund (over-counting), never a debit.
+//! on disk before the answer is computed. A request's debit is also
+//! recorded in table `pending` in the same transaction and settled (the
+//! row removed) once its answer is produced, before it is sent; rows still
+//! there at the next start belong to requests a crash cut short, and
+//! [`Ledger::refund_crashed`] gives them back. So a crash costs an honest
+//! caller nothing, and never loses a debit whose answer went out.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -174,6 +178,98 @@ impl Ledger {
         rdp_per_answer: f64,
         limits: &Limits,
     ) -> Result<Result<Remaining, Exhausted>, LedgerError> {
+        Ok(self
+            .debit_inner(identity, model, answers, rdp_per_answer, limits, false)?
+            .map(|(remaining, _)| remaining))
+    }
+
+    /// [`Self::debit`], recorded as pending in the same transaction: the
+    /// debit stands once [`Self::settle`] says its answer was produced, is
+    /// given back by [`Self::refund_pending`] when it was not, and is given
+    /// back by [`Self::refund_crashed`] at the next start if the server died
+    /// first. So a crash between debit and answer costs the caller nothing.
+    pub fn debit_pending(
+        &self,
+        identity: &str,
+        model: &str,
+        answers: u64,
+        rdp_per_answer: f64,
+        limits: &Limits,
+    ) -> Result<Result<(Remaining, Pending), Exhausted>, LedgerError> {
+        Ok(self
+            .debit_inner(identity, model, answers, rdp_per_answer, limits, true)?
+            .map(|(remaining, pending)| (remaining, Pending(pending.unwrap_or(-1)))))
+    }
+
+    /// The answer a pending debit paid for was produced: the debit stands.
+    /// Durable before the caller sends the answer.
+    pub fn settle(&self, pending: Pending) -> Result<(), LedgerError> {
+        let conn = self.conn()?;
+        conn.execute("DELETE FROM pending WHERE id = ?1", [pending.0])?;
+        Ok(())
+    }
+
+    /// Gives back a pending debit whose request produced no answer.
+    /// Idempotent: a debit already settled or refunded is left alone.
+    pub fn refund_pending(&self, pending: Pending) -> Result<(), LedgerError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, String, i64, f64)> = tx
+            .query_row(
+                "SELECT identity, model, answers, rdp_per_answer FROM pending WHERE id = ?1",
+                [pending.0],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        if let Some((identity, model, answers, rdp)) = row {
+            give_back(&tx, &identity, &model, answers, rdp)?;
+            tx.execute("DELETE FROM pending WHERE id = ?1", [pending.0])?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Gives back every debit still pending: the requests of a server that
+    /// died before answering. Call once at start, while no request runs
+    /// (the data-directory lock makes this server the only writer).
+    /// Returns (requests, answers) refunded.
+    pub fn refund_crashed(&self) -> Result<(u64, u64), LedgerError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows: Vec<(String, String, i64, f64)> = {
+            let mut stmt =
+                tx.prepare("SELECT identity, model, answers, rdp_per_answer FROM pending")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
+            rows
+        };
+        let mut answers_back = 0u64;
+        for (identity, model, answers, rdp) in &rows {
+            give_back(&tx, identity, model, *answers, *rdp)?;
+            answers_back += u64::try_from(*answers).unwrap_or(0);
+        }
+        tx.execute("DELETE FROM pending", [])?;
+        tx.commit()?;
+        Ok((rows.len() as u64, answers_back))
+    }
+
+    /// Debits still pending (requests in flight, or lost to a crash).
+    pub fn pending_count(&self) -> Result<u64, LedgerError> {
+        let conn = self.conn()?;
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM pending", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn debit_inner(
+        &self,
+        identity: &str,
+        model: &str,
+        answers: u64,
+        rdp_per_answer: f64,
+        limits: &Limits,
+        pending: bool,
+    ) -> Result<Result<(Remaining, Option<i64>), Exhausted>, LedgerError> {
         check_cost(rdp_per_answer)?;
         check_limits(limits)?;
         let mut conn = self.conn()?;
@@ -211,8 +307,20 @@ impl Ledger {
             )));
         }
         write_usage(&tx, identity, model, after)?;
+        let id = if pending {
+            let n = i64::try_from(answers)
+                .map_err(|_| LedgerError::Invalid(format!("{answers} answers exceed i64")))?;
+            tx.execute(
+                "INSERT INTO pending (identity, model, answers, rdp_per_answer, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![identity, model, n, rdp_per_answer, now_secs()],
+            )?;
+            Some(tx.last_insert_rowid())
+        } else {
+            None
+        };
         tx.commit()?;
-        Ok(Ok(Remaining::new(after, limits)))
+        Ok(Ok((Remaining::new(after, limits), id)))
     }
 
     /// Gives back a debit whose request produced no answer (evaluation
@@ -272,6 +380,37 @@ impl Ledger {
     }
 }
 
+/// A debit recorded as pending ([`Ledger::debit_pending`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending(i64);
+
+/// Subtracts a pending debit from its row, clamped at zero.
+fn give_back(
+    conn: &Connection,
+    identity: &str,
+    model: &str,
+    answers: i64,
+    rdp_per_answer: f64,
+) -> Result<(), LedgerError> {
+    let usage = read_usage(conn, identity, model)?;
+    let answers = u64::try_from(answers).unwrap_or(0);
+    let after = Usage {
+        answers: usage.answers.saturating_sub(answers),
+        rdp: (usage.rdp - answers as f64 * rdp_per_answer).max(0.0),
+    };
+    if after != usage {
+        write_usage(conn, identity, model, after)?;
+    }
+    Ok(())
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Puts a fresh connection in the key store's durability mode (WAL,
 /// `synchronous = FULL`) and creates the table.
 fn prepare(conn: &Connection) -> rusqlite::Result<()> {
@@ -285,6 +424,14 @@ fn prepare(conn: &Connection) -> rusqlite::Result<()> {
              rdp REAL NOT NULL,
              updated_at INTEGER NOT NULL,
              PRIMARY KEY (identity, model)
+         );
+         CREATE TABLE IF NOT EXISTS pending (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             identity TEXT NOT NULL,
+             model TEXT NOT NULL,
+             answers INTEGER NOT NULL,
+             rdp_per_answer REAL NOT NULL,
+             started_at INTEGER NOT NULL
          );",
     )
 }
@@ -357,10 +504,7 @@ fn write_usage(
 ) -> Result<(), LedgerError> {
     let answers = i64::try_from(usage.answers)
         .map_err(|_| LedgerError::Invalid(format!("answer count {} exceeds i64", usage.answers)))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
+    let now = now_secs();
     conn.execute(
         "INSERT INTO budgets (identity, model, answers, rdp, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
@@ -392,6 +536,46 @@ mod tests {
             Ok(rem) => panic!("debit granted: {rem:?}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn pending_debits_of_a_crashed_server_are_refunded_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Ledger::open(dir.path()).expect("open");
+        let (_, answered) = ledger
+            .debit_pending("alice", "m", 2, 0.5, &ANSWERS_10)
+            .expect("ledger works")
+            .expect("granted");
+        let (_, lost) = ledger
+            .debit_pending("alice", "m", 3, 0.5, &ANSWERS_10)
+            .expect("ledger works")
+            .expect("granted");
+        let (_, failed) = ledger
+            .debit_pending("bob", "m", 1, 0.0, &ANSWERS_10)
+            .expect("ledger works")
+            .expect("granted");
+        ledger.settle(answered).expect("settle");
+        ledger.refund_pending(failed).expect("refund");
+        ledger
+            .refund_pending(failed)
+            .expect("a second refund is a no-op");
+        assert_eq!(ledger.usage("alice", "m").expect("usage").answers, 5);
+        assert_eq!(ledger.usage("bob", "m").expect("usage").answers, 0);
+        assert_eq!(ledger.pending_count().expect("count"), 1);
+        let _ = lost; // the server dies here: `lost` is never settled
+        drop(ledger);
+        let ledger = Ledger::open(dir.path()).expect("reopen");
+        assert_eq!(ledger.refund_crashed().expect("refund"), (1, 3));
+        let usage = ledger.usage("alice", "m").expect("usage");
+        assert_eq!(
+            usage.answers, 2,
+            "the settled debit stands, the lost one is back"
+        );
+        assert!((usage.rdp - 1.0).abs() < 1e-12, "{}", usage.rdp);
+        assert_eq!(ledger.refund_crashed().expect("again"), (0, 0));
+        // settling a refunded debit changes nothing
+        ledger.settle(lost).expect("settle");
+        assert_eq!(ledger.usage("alice", "m").expect("usage").answers, 2);
     }
 
     #[test]

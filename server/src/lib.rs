@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod ledger;
 pub mod metrics;
@@ -26,7 +27,6 @@ use std::time::Duration;
 use blindfold_proto::v1;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity as TlsIdentity, Server as TonicServer, ServerTlsConfig};
 
 pub use config::Config;
@@ -59,10 +59,23 @@ impl Server {
             .await
             .map_err(|e| ServerError::Internal(e.to_string()))??;
         let dir = config.data_dir.clone();
-        let ledger = tokio::task::spawn_blocking(move || crate::ledger::Ledger::open(&dir))
-            .await
-            .map_err(|e| ServerError::Internal(e.to_string()))?
-            .map_err(|e| ServerError::Internal(e.to_string()))?;
+        // the store holds the directory lock: this server is the ledger's
+        // only writer, so every pending debit is a dead server's
+        let ledger = tokio::task::spawn_blocking(move || {
+            let ledger = crate::ledger::Ledger::open(&dir)?;
+            let (requests, answers) = ledger.refund_crashed()?;
+            if requests > 0 {
+                tracing::info!(
+                    requests,
+                    answers,
+                    "refunded the debits of requests a crash cut short"
+                );
+            }
+            Ok::<_, crate::ledger::LedgerError>(ledger)
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+        .map_err(|e| ServerError::Internal(e.to_string()))?;
         let registry = Registry::load(&config.models)?;
         let metrics = Arc::new(Metrics::default());
         let pool = ComputePool::new(
@@ -205,7 +218,12 @@ impl Server {
             data_dir = %config.data_dir.display(),
             "serving blindfold.v1"
         );
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = conn::incoming(
+            listener,
+            config.limits.max_connections,
+            Duration::from_secs(config.limits.connection_preface_timeout_secs),
+            state.metrics.clone(),
+        );
         let drain = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");

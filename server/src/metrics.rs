@@ -30,6 +30,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
     method: String,
 }
@@ -54,6 +59,8 @@ pub struct Metrics {
     key_cache_entries: Gauge<i64, AtomicI64>,
     key_memory: Gauge<i64, AtomicI64>,
     resident_memory: Gauge<i64, AtomicI64>,
+    connections_open: Gauge<i64, AtomicI64>,
+    connections_refused: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -128,6 +135,18 @@ impl Default for Metrics {
                 registry.register(name, help, g.clone());
                 g
             });
+        let connections_open = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "blindfold_connections_open",
+            "Open client connections (at most limits.max_connections)",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "blindfold_connections_refused",
+            "Connections closed by the server before serving: at the cap, or no preface in time",
+            connections_refused.clone(),
+        );
         Self {
             registry,
             requests,
@@ -145,6 +164,8 @@ impl Default for Metrics {
             key_cache_entries,
             key_memory,
             resident_memory,
+            connections_open,
+            connections_refused,
         }
     }
 }
@@ -163,6 +184,20 @@ impl Metrics {
                 method: method.to_string(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn connections_add(&self, d: i64) {
+        self.connections_open.inc_by(d);
+    }
+
+    /// A connection closed before serving, for `reason` (`cap`,
+    /// `preface_timeout`).
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn auth_failure(&self) {

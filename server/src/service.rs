@@ -37,7 +37,7 @@ use crate::auth::{self, Identity};
 use crate::cache::{KeyCache, Lease};
 use crate::config::Limits;
 use crate::error::{ServiceError, StoreError};
-use crate::ledger::{Ledger, Remaining};
+use crate::ledger::{Ledger, Pending, Remaining};
 use crate::metrics::Metrics;
 use crate::pool::ComputePool;
 use crate::registry::{Model, Registry};
@@ -180,37 +180,48 @@ fn budget_proto(model: &str, r: &Remaining) -> v1::Budget {
     }
 }
 
-/// A debit of the caller's budget that is given back unless the answers
-/// it paid for were produced ([`Debit::keep`]): an evaluation that fails,
-/// is cancelled, or whose caller goes away costs nothing.
+/// A debit of the caller's budget, pending in the ledger until the
+/// answers it paid for are produced ([`Debit::keep`] settles it): an
+/// evaluation that fails, is cancelled, or whose caller goes away costs
+/// nothing, and neither does one cut short by a crash (the next start
+/// refunds every pending debit).
 struct Debit {
     ledger: Arc<Ledger>,
-    identity: String,
-    model: String,
-    answers: u64,
-    rdp_per_answer: f64,
-    kept: bool,
+    pending: Pending,
+    done: bool,
 }
 
 impl Debit {
-    fn keep(mut self) {
-        self.kept = true;
+    /// The answers exist: the debit stands, durably, before they are sent.
+    /// If that cannot be recorded the answers are withheld and the debit
+    /// given back.
+    async fn keep(mut self) -> Result<(), ServiceError> {
+        let (ledger, pending) = (self.ledger.clone(), self.pending);
+        match blocking(move || ledger.settle(pending)).await {
+            Ok(Ok(())) => {
+                self.done = true;
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.refund().await;
+                Err(e.into())
+            }
+            Err(e) => {
+                self.refund().await;
+                Err(e)
+            }
+        }
     }
 
     /// Gives the debit back now, before the caller hears of the failure
     /// (dropping it refunds too, in the background: the path of a caller
     /// that went away).
     async fn refund(mut self) {
-        self.kept = true;
-        let ledger = self.ledger.clone();
-        let (identity, model) = (
-            std::mem::take(&mut self.identity),
-            std::mem::take(&mut self.model),
-        );
-        let (answers, rdp) = (self.answers, self.rdp_per_answer);
-        let done = blocking(move || ledger.refund(&identity, &model, answers, rdp)).await;
-        match done {
+        self.done = true;
+        let (ledger, pending) = (self.ledger.clone(), self.pending);
+        match blocking(move || ledger.refund_pending(pending)).await {
             Ok(Ok(())) => {}
+            // still pending in the ledger: the next start gives it back
             Ok(Err(e)) => tracing::error!(error = %e, "budget refund failed"),
             Err(e) => tracing::error!(error = %e, "budget refund failed"),
         }
@@ -219,18 +230,13 @@ impl Debit {
 
 impl Drop for Debit {
     fn drop(&mut self) {
-        if self.kept {
+        if self.done {
             return;
         }
-        let ledger = self.ledger.clone();
-        let (identity, model) = (
-            std::mem::take(&mut self.identity),
-            std::mem::take(&mut self.model),
-        );
-        let (answers, rdp) = (self.answers, self.rdp_per_answer);
+        let (ledger, pending) = (self.ledger.clone(), self.pending);
         let refund = move || {
-            if let Err(e) = ledger.refund(&identity, &model, answers, rdp) {
-                tracing::error!(error = %e, identity, model, "budget refund failed");
+            if let Err(e) = ledger.refund_pending(pending) {
+                tracing::error!(error = %e, "budget refund failed");
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -316,16 +322,14 @@ impl Service {
             model.budget,
             model.rdp_per_answer,
         );
-        let outcome = blocking(move || ledger.debit(&who, &name, answers, rdp, &limits)).await??;
+        let outcome =
+            blocking(move || ledger.debit_pending(&who, &name, answers, rdp, &limits)).await??;
         match outcome {
-            Ok(remaining) => Ok((
+            Ok((remaining, pending)) => Ok((
                 Debit {
                     ledger: self.0.ledger.clone(),
-                    identity: identity.0.to_string(),
-                    model: model.name.clone(),
-                    answers,
-                    rdp_per_answer: model.rdp_per_answer,
-                    kept: false,
+                    pending,
+                    done: false,
                 },
                 budget_proto(&model.name, &remaining),
             )),
@@ -446,6 +450,21 @@ impl Service {
                 limits.max_key_bytes
             )));
         }
+        // a declared hash the identity already holds: nothing to receive or
+        // write (works on a full disk too)
+        let declared = first.sha256.clone();
+        if !declared.is_empty() {
+            if !crate::store::valid_key_id(&declared) {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "sha256 {:?} is not 64 lowercase hex digits",
+                    truncate(&declared)
+                )));
+            }
+            let (who, id) = (identity.0.clone(), declared.clone());
+            if let Some(existing) = self.store(move |s| s.get(&who, &id)).await? {
+                return already_registered(existing, params, total);
+            }
+        }
         let mut upload = self.store(|s| s.begin_upload()).await?;
         let mut chunk = Some(first);
         while let Some(c) = chunk {
@@ -472,6 +491,7 @@ impl Service {
             }
             state.metrics.key_bytes_received(c.data.len() as u64);
             upload = blocking(move || upload.write(&c.data).map(|_| upload)).await??;
+            check_upload_rate(upload.received(), started, limits.upload_min_bytes_per_sec)?;
             chunk = self.next_chunk(&mut stream, started).await?;
         }
         if upload.received() != total {
@@ -482,20 +502,14 @@ impl Service {
         }
         let finished = blocking(move || upload.finish()).await??;
         let key_id = finished.key_id.clone();
+        if !declared.is_empty() && declared != key_id {
+            return Err(ServiceError::InvalidArgument(format!(
+                "the key's bytes hash to {key_id}, not the declared sha256 {declared}"
+            )));
+        }
         let (who, id) = (identity.0.clone(), key_id.clone());
         if let Some(existing) = self.store(move |s| s.get(&who, &id)).await? {
-            if existing.parameter_set != params.name() {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "these bytes are registered as a {} key, not {}",
-                    existing.parameter_set,
-                    params.name()
-                )));
-            }
-            return Ok(v1::RegisterKeyResponse {
-                key_id,
-                already_registered: true,
-                bytes: total,
-            });
+            return already_registered(existing, params, total);
         }
         // memory for the decompressed key first, then parse, check and
         // decompress on the compute pool
@@ -622,7 +636,7 @@ impl Service {
                 return Err(e.into());
             }
         };
-        debit.keep();
+        debit.keep().await?;
         state.metrics.evaluated(
             count as u64,
             stats.bootstraps as u64,
@@ -723,7 +737,7 @@ impl Service {
                 return Err(e.into());
             }
         };
-        debit.keep();
+        debit.keep().await?;
         Ok(v1::PredictClearResponse {
             predictions,
             timing: Some(v1::Timing {
@@ -793,6 +807,58 @@ fn check_batch(n: usize, max: usize) -> Result<(), ServiceError> {
     if n > max {
         return Err(ServiceError::InvalidArgument(format!(
             "{n} inputs exceed the batch limit of {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// The answer to an upload of a key the identity already holds.
+fn already_registered(
+    existing: crate::store::KeyRecord,
+    params: ParamSet,
+    total: u64,
+) -> Result<v1::RegisterKeyResponse, ServiceError> {
+    if existing.parameter_set != params.name() {
+        return Err(ServiceError::InvalidArgument(format!(
+            "these bytes are registered as a {} key, not {}",
+            existing.parameter_set,
+            params.name()
+        )));
+    }
+    if existing.bytes != total {
+        return Err(ServiceError::InvalidArgument(format!(
+            "key {} has {} bytes, not the declared {total}",
+            existing.key_id, existing.bytes
+        )));
+    }
+    Ok(v1::RegisterKeyResponse {
+        key_id: existing.key_id,
+        already_registered: true,
+        bytes: total,
+    })
+}
+
+/// Grace before [`check_upload_rate`] applies: a connection's first
+/// seconds (TCP slow start, a client still reading its key) do not count.
+const UPLOAD_RATE_GRACE: Duration = Duration::from_secs(10);
+
+/// Refuses an upload that, after the grace period, averages under
+/// `min_per_sec` bytes per second (0 turns the check off).
+fn check_upload_rate(
+    received: u64,
+    started: Instant,
+    min_per_sec: u64,
+) -> Result<(), ServiceError> {
+    let Some(counted) = started.elapsed().checked_sub(UPLOAD_RATE_GRACE) else {
+        return Ok(());
+    };
+    let due = (min_per_sec as f64 * counted.as_secs_f64()) as u64;
+    if received < due {
+        let secs = started.elapsed().as_secs_f64();
+        return Err(ServiceError::DeadlineExceeded(format!(
+            "the upload averaged {:.0} bytes/s over {secs:.0} s, under the server's minimum of \
+             {min_per_sec} bytes/s; aborted",
+            received as f64 / secs
         )));
     }
     Ok(())

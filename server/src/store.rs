@@ -8,6 +8,10 @@
 //!   SHA-256 of its bytes (shared by identities that registered the same
 //!   bytes);
 //! * `uploads/` — keys being received; emptied at start;
+//! * `reserve` — [`RESERVE_BYTES`] of zeros held back so that a key can be
+//!   deleted on a full disk (SQLite needs room to record even a deletion):
+//!   a deletion that fails for want of space frees it and retries, and it
+//!   is written again once space allows;
 //! * `LOCK` — held (`flock`, exclusive) by the one server using the
 //!   directory, with its process id inside: a second server refuses to
 //!   start instead of running crash recovery on a live server's files.
@@ -25,9 +29,12 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
-use crate::error::StoreError;
+use crate::error::{Fault, StoreError};
 
 const SCHEMA_VERSION: i64 = 1;
+
+/// Space kept in `<data_dir>/reserve` for deletions on a full disk.
+pub const RESERVE_BYTES: usize = 8 << 20;
 
 /// One registered key as seen by its owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,7 +170,49 @@ impl KeyStore {
             _lock: lock,
         };
         store.recover()?;
+        store.ensure_reserve();
         Ok(store)
+    }
+
+    fn reserve_path(&self) -> PathBuf {
+        self.dir.join("reserve")
+    }
+
+    /// Writes the reserve if it is missing; best effort (on a full disk it
+    /// waits for the next deletion).
+    fn ensure_reserve(&self) {
+        let path = self.reserve_path();
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() as usize == RESERVE_BYTES) {
+            return;
+        }
+        let tmp = self.dir.join("reserve.tmp");
+        let written = File::create(&tmp)
+            .and_then(|mut f| {
+                // real blocks, not a sparse file
+                f.write_all(&vec![0u8; RESERVE_BYTES])?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(
+                error = %e,
+                dir = %self.dir.display(),
+                "cannot write the space reserve for deletions on a full disk"
+            );
+        }
+    }
+
+    /// Frees the reserve; false if there was none.
+    fn release_reserve(&self) -> bool {
+        let released = std::fs::remove_file(self.reserve_path()).is_ok();
+        if released {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                "disk full: released the space reserve to record a deletion"
+            );
+        }
+        released
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
@@ -315,7 +364,26 @@ impl KeyStore {
 
     /// Removes `identity`'s registration; the blob goes when nobody else
     /// holds it. Returns (whether a row was deleted, whether the blob went).
+    /// On a full disk it frees the space reserve and tries again, so a
+    /// client can always make room.
     pub fn delete(&self, identity: &str, key_id: &str) -> Result<(bool, bool), StoreError> {
+        match self.delete_once(identity, key_id) {
+            Err(e) if e.fault() == Fault::Full && self.release_reserve() => {
+                let outcome = self.delete_once(identity, key_id);
+                self.ensure_reserve();
+                outcome
+            }
+            outcome => {
+                if matches!(outcome, Ok((_, true))) {
+                    // a blob went: room for a reserve that could not be written
+                    self.ensure_reserve();
+                }
+                outcome
+            }
+        }
+    }
+
+    fn delete_once(&self, identity: &str, key_id: &str) -> Result<(bool, bool), StoreError> {
         let conn = self.conn()?;
         let deleted = conn.execute(
             "DELETE FROM keys WHERE identity = ?1 AND key_id = ?2",

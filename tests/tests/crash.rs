@@ -64,6 +64,7 @@ async fn kill_9_mid_upload_keeps_registered_keys_and_hides_the_partial_one() {
         tx.send(v1::RegisterKeyChunk {
             parameter_set: if i == 0 { "2_2".into() } else { String::new() },
             total_bytes: if i == 0 { total } else { 0 },
+            sha256: String::new(),
             data: c.to_vec(),
         })
         .await

@@ -183,6 +183,7 @@ fn chunk(params: &str, total: u64, data: Vec<u8>) -> v1::RegisterKeyChunk {
     v1::RegisterKeyChunk {
         parameter_set: params.into(),
         total_bytes: total,
+        sha256: String::new(),
         data,
     }
 }

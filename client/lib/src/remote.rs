@@ -166,6 +166,8 @@ impl Remote {
         let total = key.len() as u64;
         let chunks = key.len().div_ceil(UPLOAD_CHUNK_BYTES);
         let params = parameter_set.to_string();
+        // lets the server answer "already registered" before any byte is stored
+        let sha256 = crate::keys::key_id(&key);
         let stream = tokio_stream::iter((0..chunks).map(move |i| {
             let start = i * UPLOAD_CHUNK_BYTES;
             let end = (start + UPLOAD_CHUNK_BYTES).min(key.len());
@@ -177,6 +179,11 @@ impl Remote {
                     String::new()
                 },
                 total_bytes: if i == 0 { total } else { 0 },
+                sha256: if i == 0 {
+                    sha256.clone()
+                } else {
+                    String::new()
+                },
                 data: key[start..end].to_vec(),
             }
         }));
