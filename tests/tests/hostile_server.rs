@@ -217,6 +217,14 @@ async fn malformed_answers_and_specs_are_refused_clearly() {
     // 1 << 64 wraps to 1 << 0 in a release build: must still be refused
     let mut wrapping = proto.clone();
     wrapping.precision_bits = 64;
+    // a spec may claim 65,536 logits: 4 GiB per input by the spec alone
+    let mut huge = proto.clone();
+    if let Some(o) = huge.output.as_mut() {
+        o.kind = v1::OutputKind::Logits as i32;
+        o.classes = 1 << 16;
+        o.count = 1 << 16;
+    }
+    let huge_answer = vec![0u8; blindfold_client::DEFAULT_MAX_ANSWER_BYTES + (32 << 20)];
     // (name, spec, outputs, what the error must mention)
     let cases: Vec<(&str, v1::ModelSpec, Vec<Vec<u8>>, &str)> = vec![
         (
@@ -257,6 +265,12 @@ async fn malformed_answers_and_specs_are_refused_clearly() {
             proto.clone(),
             vec![vec![0u8; 64 << 20]],
             "",
+        ),
+        (
+            "an answer over the client's cap, to a 65,536-logit spec",
+            huge,
+            vec![huge_answer],
+            "limit",
         ),
         (
             "answer precision differs from the spec",
@@ -351,6 +365,66 @@ async fn malformed_answers_and_specs_are_refused_clearly() {
         assert!(stderr.contains("Error"), "{name}: {stderr}");
         drop(stop);
     }
+    // the CLI refuses the over-cap answer without receiving it: its peak
+    // memory stays far below the answer's size
+    let mut huge = proto.clone();
+    if let Some(o) = huge.output.as_mut() {
+        o.kind = v1::OutputKind::Logits as i32;
+        o.classes = 1 << 16;
+        o.count = 1 << 16;
+    }
+    let answer = blindfold_client::DEFAULT_MAX_ANSWER_BYTES + (32 << 20);
+    let (addr, stop) = serve(Script {
+        spec: huge,
+        outputs: vec![vec![0u8; answer]],
+    })
+    .await;
+    let (ok, peak, stderr) = cli_predict_peak(addr, &key_dir, &csv);
+    assert!(!ok && stderr.contains("limit"), "{stderr}");
+    println!(
+        "the CLI refused a {} MiB answer at {} MiB peak resident memory",
+        answer >> 20,
+        peak >> 20
+    );
+    assert!(peak < (answer / 4) as u64, "the CLI peaked at {peak} bytes");
+    drop(stop);
+}
+
+/// [`cli_predict`], watching the CLI's peak resident memory (`VmHWM`,
+/// polled until it exits): (success, peak bytes, stderr).
+fn cli_predict_peak(addr: SocketAddr, keys: &Path, input: &Path) -> (bool, u64, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blindfold-e2e-cli"))
+        .args(["--server", &format!("http://{addr}"), "predict", LABEL])
+        .arg("--keys")
+        .arg(keys)
+        .arg("--input")
+        .arg(input)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the CLI");
+    let mut peak = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            if let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kib << 10);
+            }
+        }
+        if let Some(status) = child.try_wait().expect("wait for the CLI") {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    (status.success(), peak, stderr)
 }
 
 async fn connect(addr: SocketAddr) -> blindfold_client::Remote {

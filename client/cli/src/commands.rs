@@ -32,6 +32,10 @@ pub struct ServerArgs {
     /// Per-call deadline in seconds
     #[arg(long, global = true, default_value_t = 600)]
     pub timeout: u64,
+    /// Largest encrypted answer accepted, in MiB (refused before it is
+    /// received)
+    #[arg(long, global = true, default_value_t = 256)]
+    pub max_answer_mib: usize,
 }
 
 #[derive(Subcommand)]
@@ -158,7 +162,9 @@ async fn connect(s: &ServerArgs) -> anyhow::Result<Remote> {
         ca_certificate,
         timeout: Some(Duration::from_secs(s.timeout)),
     };
-    Ok(Remote::connect(&s.server, options).await?)
+    Ok(Remote::connect(&s.server, options)
+        .await?
+        .with_max_answer_bytes(s.max_answer_mib.saturating_mul(1 << 20)))
 }
 
 fn spinner(message: &str) -> ProgressBar {

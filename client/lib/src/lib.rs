@@ -17,4 +17,4 @@ pub mod session;
 pub mod spec;
 
 pub use error::{ClientError, ErrorKind};
-pub use remote::{ConnectOptions, Remote};
+pub use remote::{ConnectOptions, Remote, DEFAULT_MAX_ANSWER_BYTES};

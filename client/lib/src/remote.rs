@@ -57,9 +57,16 @@ pub struct Remote {
     models: v1::models_client::ModelsClient<Svc>,
     keys: v1::keys_client::KeysClient<Svc>,
     inference: v1::inference_client::InferenceClient<Svc>,
+    /// Largest `Predict` answer accepted, whatever the spec allows.
+    max_answer_bytes: usize,
     /// Specs fetched so far, by model name: what bounds `Predict` answers.
     specs: Arc<std::sync::Mutex<std::collections::HashMap<String, ClientSpec>>>,
 }
+
+/// Default cap on one `Predict` answer ([`Remote::with_max_answer_bytes`]):
+/// a spec is the server's word and may claim up to 65,536 classes (4 GiB
+/// of ciphertexts per input); no answer larger than this is buffered.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 256 << 20;
 
 /// Largest `PredictClear` or `GetBudget` answer we accept.
 const CLEAR_ANSWER_LIMIT: usize = 16 << 20;
@@ -115,8 +122,17 @@ impl Remote {
             inference: v1::inference_client::InferenceClient::new(svc())
                 .max_decoding_message_size(CLEAR_ANSWER_LIMIT)
                 .max_encoding_message_size(1 << 30),
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             specs: Arc::default(),
         })
+    }
+
+    /// Refuses `Predict` answers over `bytes` (default
+    /// [`DEFAULT_MAX_ANSWER_BYTES`]) from their length prefix, before
+    /// receiving them, even where the model's spec would allow more.
+    pub fn with_max_answer_bytes(mut self, bytes: usize) -> Self {
+        self.max_answer_bytes = bytes;
+        self
     }
 
     pub async fn list_models(&self) -> Result<Vec<v1::ModelSummary>, ClientError> {
@@ -245,7 +261,8 @@ impl Remote {
         let per_output = crate::crypto::output_limit(spec) as usize;
         let limit = n
             .saturating_mul(per_output)
-            .saturating_add(RESPONSE_OVERHEAD);
+            .saturating_add(RESPONSE_OVERHEAD)
+            .min(self.max_answer_bytes);
         let response = self
             .inference
             .clone()
@@ -256,7 +273,23 @@ impl Remote {
                 inputs,
             })
             .await
-            .map_err(rpc("Predict"))?
+            .map_err(|status| {
+                // tonic refuses an over-long message from its length prefix
+                if status.code() == tonic::Code::OutOfRange
+                    && status.message().contains("message length too large")
+                {
+                    ClientError::Answer(format!(
+                        "the server's answer is over the {limit}-byte limit for {n} input(s) \
+                         of {} (not received; the cap is {} bytes)",
+                        spec.name, self.max_answer_bytes
+                    ))
+                } else {
+                    ClientError::Rpc {
+                        method: "Predict",
+                        status,
+                    }
+                }
+            })?
             .into_inner();
         if response.outputs.len() != n {
             return Err(ClientError::Answer(format!(
