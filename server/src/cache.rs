@@ -13,7 +13,8 @@
 //! time; see [`blindfold_runtime::params::ParamSet`]'s
 //! `key_decompression_transient_bytes`).
 //!
-//! The index is `moka` (LRU, weighed in bytes). Keys are cached by key id
+//! The index is `moka` (weighed in bytes; eviction is ours, least recently
+//! used first). Keys are cached by key id
 //! (the hash of their bytes); who may use a key is decided by the store, not
 //! here. Concurrent requests for the same cold key share one load
 //! ([`KeyCache::get_or_load`]).
@@ -21,11 +22,10 @@
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use moka::future::Cache;
-use moka::policy::EvictionPolicy;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
@@ -74,7 +74,8 @@ impl Accounting {
 
 /// Bytes reserved against the budget, not yet holding a key.
 pub struct Reservation {
-    permit: OwnedSemaphorePermit,
+    /// Returned to the budget when dropped.
+    _permit: OwnedSemaphorePermit,
     bytes: usize,
     accounting: Arc<Accounting>,
 }
@@ -85,32 +86,104 @@ impl Reservation {
     pub fn hold<T>(self, value: T) -> Arc<Resident<T>> {
         let tick = self.accounting.clock.fetch_add(1, Ordering::Relaxed);
         Arc::new(Resident {
-            value,
-            reservation: Some(self),
+            bytes: self.bytes,
+            state: Mutex::new(Use {
+                key: Some(Arc::new(value)),
+                reservation: Some(self),
+                leases: 0,
+                listed: true,
+            }),
             last_used: AtomicU64::new(tick),
         })
     }
 }
 
+fn release(reservation: Reservation) {
+    let accounting = reservation.accounting.clone();
+    drop(reservation);
+    accounting.publish();
+    accounting.released.notify_waiters();
+}
+
+/// Who keeps a key's memory: the cache's listing and the requests' leases.
+/// The key and its reservation go together when neither does; this is
+/// tracked here rather than by the `Resident`'s lifetime because the index
+/// lets go of removed entries only when its pending work runs (what it
+/// still holds then is an empty shell).
+struct Use<T> {
+    key: Option<Arc<T>>,
+    reservation: Option<Reservation>,
+    leases: usize,
+    listed: bool,
+}
+
 /// A decompressed key and its reservation.
 pub struct Resident<T> {
-    value: T,
-    reservation: Option<Reservation>,
+    bytes: usize,
+    state: Mutex<Use<T>>,
     last_used: AtomicU64,
 }
 
 impl<T> Resident<T> {
     pub fn bytes(&self) -> usize {
-        self.reservation.as_ref().map_or(0, |r| r.bytes)
+        self.bytes
+    }
+
+    fn state(&self) -> MutexGuard<'_, Use<T>> {
+        // nothing in a critical section panics; a poisoned lock's data is whole
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new lease, unless the key has already let go of its memory
+    /// (unlisted with no lease: whoever holds this `Arc` raced an eviction).
+    fn acquire(&self) -> Option<Arc<T>> {
+        let mut s = self.state();
+        let key = s.key.clone()?;
+        s.leases += 1;
+        Some(key)
+    }
+
+    /// Frees the key, then its reservation, once nothing keeps them.
+    fn let_go_if_unused(&self, mut s: MutexGuard<'_, Use<T>>) {
+        if s.leases > 0 || s.listed {
+            return;
+        }
+        let (key, reservation) = (s.key.take(), s.reservation.take());
+        drop(s);
+        drop(key); // the last reference: leases drop theirs first
+        if let Some(r) = reservation {
+            release(r);
+        }
+    }
+
+    fn end_lease(&self) {
+        let mut s = self.state();
+        s.leases = s.leases.saturating_sub(1);
+        self.let_go_if_unused(s);
+    }
+
+    /// The cache no longer lists this key.
+    fn unlist(&self) {
+        let mut s = self.state();
+        s.listed = false;
+        self.let_go_if_unused(s);
+    }
+
+    fn idle(&self) -> bool {
+        let s = self.state();
+        s.leases == 0 && s.key.is_some()
     }
 }
 
 impl<T> Drop for Resident<T> {
     fn drop(&mut self) {
-        if let Some(r) = self.reservation.take() {
-            let accounting = r.accounting.clone();
-            drop(r.permit);
-            accounting.publish();
+        let (key, reservation) = {
+            let mut s = self.state();
+            (s.key.take(), s.reservation.take())
+        };
+        drop(key);
+        if let Some(r) = reservation {
+            release(r);
         }
     }
 }
@@ -118,6 +191,7 @@ impl<T> Drop for Resident<T> {
 /// A request's use of a key: while it lives the key is not evicted for
 /// room, and its end wakes whoever waits for memory.
 pub struct Lease<T> {
+    key: Option<Arc<T>>,
     resident: Option<Arc<Resident<T>>>,
     accounting: Arc<Accounting>,
 }
@@ -125,8 +199,8 @@ pub struct Lease<T> {
 impl<T> Deref for Lease<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        match &self.resident {
-            Some(r) => &r.value,
+        match &self.key {
+            Some(k) => k,
             None => unreachable!("a lease holds its key until dropped"),
         }
     }
@@ -134,7 +208,10 @@ impl<T> Deref for Lease<T> {
 
 impl<T> Drop for Lease<T> {
     fn drop(&mut self) {
-        drop(self.resident.take());
+        drop(self.key.take());
+        if let Some(r) = self.resident.take() {
+            r.end_lease();
+        }
         self.accounting.released.notify_waiters();
     }
 }
@@ -149,12 +226,13 @@ impl<T: Send + Sync + 'static> KeyCache<T> {
     /// A cache of at most `budget` bytes of keys; a reservation waits at
     /// most `wait` for memory held by requests.
     pub fn new(budget: usize, wait: Duration, metrics: Arc<Metrics>) -> Self {
+        // No capacity of its own: the reservations bound the keys' memory,
+        // and only [`KeyCache::evict_idle`] evicts (a second, lagging
+        // eviction policy could drop a key the budget did not need gone).
         let cache = Cache::builder()
-            .max_capacity(budget as u64)
             .weigher(|_: &String, e: &Arc<Resident<T>>| {
                 u32::try_from(e.bytes()).unwrap_or(u32::MAX)
             })
-            .eviction_policy(EvictionPolicy::lru())
             .build();
         let permits = units(budget).min(Semaphore::MAX_PERMITS);
         Self {
@@ -170,18 +248,20 @@ impl<T: Send + Sync + 'static> KeyCache<T> {
         }
     }
 
-    fn lease(&self, resident: Arc<Resident<T>>) -> Lease<T> {
+    fn lease(&self, resident: Arc<Resident<T>>) -> Option<Lease<T>> {
+        let key = resident.acquire()?;
         let tick = self.accounting.clock.fetch_add(1, Ordering::Relaxed);
         resident.last_used.store(tick, Ordering::Relaxed);
-        Lease {
+        Some(Lease {
+            key: Some(key),
             resident: Some(resident),
             accounting: self.accounting.clone(),
-        }
+        })
     }
 
     pub async fn get(&self, key_id: &str) -> Option<Lease<T>> {
         let r = self.cache.get(key_id).await?;
-        Some(self.lease(r))
+        self.lease(r)
     }
 
     pub fn contains(&self, key_id: &str) -> bool {
@@ -235,7 +315,7 @@ impl<T: Send + Sync + 'static> KeyCache<T> {
 
     fn reserved(&self, permit: OwnedSemaphorePermit, bytes: usize) -> Reservation {
         let r = Reservation {
-            permit,
+            _permit: permit,
             bytes,
             accounting: self.accounting.clone(),
         };
@@ -249,8 +329,7 @@ impl<T: Send + Sync + 'static> KeyCache<T> {
         let mut idle: Vec<(u64, Arc<String>, usize)> = self
             .cache
             .iter()
-            // held by the cache and by this iteration's clone only
-            .filter(|(_, r)| Arc::strong_count(r) == 2)
+            .filter(|(_, r)| r.idle())
             .map(|(k, r)| (r.last_used.load(Ordering::Relaxed), k, r.bytes()))
             .collect();
         idle.sort();
@@ -261,10 +340,11 @@ impl<T: Send + Sync + 'static> KeyCache<T> {
             if free >= need {
                 break;
             }
-            self.cache.invalidate(key_id.as_str()).await;
+            if let Some(r) = self.cache.remove(key_id.as_str()).await {
+                r.unlist();
+            }
             free += units(bytes);
         }
-        // the cache lets go of removed entries when its pending work runs
         self.settle().await;
         memory.available_permits() > before
     }
@@ -283,33 +363,57 @@ impl<T: Send + Sync + 'static> KeyCache<T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let resident = self
-            .cache
-            .try_get_with(key_id.to_string(), async move {
-                let reservation = self.reserve(bytes).await?;
-                let key = load().await?;
-                Ok(reservation.hold(key))
-            })
-            .await?;
-        self.settle().await;
-        Ok(self.lease(resident))
+        let mut load = Some(load);
+        // a key evicted between its load and its lease is loaded again; a
+        // budget so contended that this repeats is reported as busy
+        for _ in 0..4 {
+            let resident = self
+                .cache
+                .try_get_with(key_id.to_string(), async {
+                    let reservation = self.reserve(bytes).await?;
+                    let load = load.take().ok_or(AdmissionError::Busy {
+                        budget_mib: self.accounting.budget.div_ceil(1 << 20),
+                        waited_s: self.wait.as_secs(),
+                    })?;
+                    let key = load().await?;
+                    Ok(reservation.hold(key))
+                })
+                .await?;
+            self.settle().await;
+            if let Some(lease) = self.lease(resident) {
+                return Ok(lease);
+            }
+        }
+        Err(Arc::new(E::from(AdmissionError::Busy {
+            budget_mib: self.accounting.budget.div_ceil(1 << 20),
+            waited_s: self.wait.as_secs(),
+        })))
     }
 
-    /// Caches a key decompressed into a reservation.
+    /// Caches a key decompressed into a reservation (a key already cached
+    /// under this id, the same bytes, stays and the new copy is let go).
     pub async fn insert(&self, key_id: &str, resident: Arc<Resident<T>>) {
-        self.cache.insert(key_id.to_string(), resident).await;
+        let entry = self
+            .cache
+            .entry(key_id.to_string())
+            .or_insert(resident.clone())
+            .await;
+        if !entry.is_fresh() {
+            resident.unlist();
+        }
         self.settle().await;
     }
 
     pub async fn remove(&self, key_id: &str) {
-        self.cache.invalidate(key_id).await;
+        if let Some(r) = self.cache.remove(key_id).await {
+            r.unlist();
+        }
         self.settle().await;
     }
 
     /// Bytes of keys the cache lists.
     pub async fn used_bytes(&self) -> usize {
-        self.cache.run_pending_tasks().await;
-        self.cache.weighted_size() as usize
+        self.cache.iter().map(|(_, r)| r.bytes()).sum()
     }
 
     /// Bytes reserved by every live key, cached or only in use (rounded up
@@ -322,14 +426,15 @@ impl<T: Send + Sync + 'static> KeyCache<T> {
         self.accounting.budget
     }
 
-    /// Applies pending evictions and reports the cache's size.
+    /// Lets the index drop removed entries' shells and reports the
+    /// cache's size.
     async fn settle(&self) {
         self.cache.run_pending_tasks().await;
-        let m = &self.accounting.metrics;
-        m.set_key_cache(
-            self.cache.weighted_size() as usize,
-            self.cache.entry_count() as usize,
-        );
+        let (bytes, entries) = self
+            .cache
+            .iter()
+            .fold((0, 0), |(b, n), (_, r)| (b + r.bytes(), n + 1));
+        self.accounting.metrics.set_key_cache(bytes, entries);
         self.accounting.publish();
     }
 }
@@ -415,6 +520,49 @@ mod tests {
         waiter.await.unwrap().unwrap();
         assert!(cache.contains("b") && !cache.contains("a"));
         assert_eq!(cache.reserved_bytes(), 60 * KIB);
+    }
+
+    /// Counts live copies, to see when a key's memory is really freed.
+    struct Tracked(Arc<std::sync::atomic::AtomicUsize>);
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_is_freed_with_its_reservation_not_when_the_index_gets_to_it() {
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let cache: KeyCache<Tracked> =
+            KeyCache::new(100 * KIB, Duration::from_millis(50), Arc::default());
+        for round in 0..50 {
+            for id in ["a", "b"] {
+                let r = cache.reserve(50 * KIB).await.unwrap();
+                live.fetch_add(1, Ordering::SeqCst);
+                cache.insert(id, r.hold(Tracked(live.clone()))).await;
+            }
+            let held = cache.get("a").await.unwrap();
+            cache.remove("a").await;
+            cache.remove("b").await;
+            // b idle: gone at once, reservation and memory; a in use: both stay
+            assert_eq!(live.load(Ordering::SeqCst), 1, "round {round}");
+            assert_eq!(cache.reserved_bytes(), 50 * KIB, "round {round}");
+            drop(held);
+            assert_eq!(live.load(Ordering::SeqCst), 0, "round {round}");
+            assert_eq!(cache.reserved_bytes(), 0, "round {round}");
+            // evicted for room: the evicted key is freed before the new one loads
+            for id in ["c", "d", "e"] {
+                let r = cache.reserve(50 * KIB).await.unwrap();
+                assert!(live.load(Ordering::SeqCst) <= 1, "round {round}");
+                live.fetch_add(1, Ordering::SeqCst);
+                cache.insert(id, r.hold(Tracked(live.clone()))).await;
+            }
+            assert_eq!(cache.used_bytes().await, 100 * KIB);
+            for id in ["c", "d", "e"] {
+                cache.remove(id).await;
+            }
+            assert_eq!(live.load(Ordering::SeqCst), 0, "round {round}");
+        }
     }
 
     #[tokio::test]
