@@ -1,5 +1,6 @@
 //! The service end to end: a real server on loopback, the real client.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use blindfold_client::crypto;
@@ -51,9 +52,21 @@ async fn register_predict_batch_and_clear() {
     let r = register(&alice, keys).await;
     assert_eq!(r.key_id, keys.key_id);
     assert!(!r.already_registered);
-    let again = register(&alice, keys).await;
+    // a held key is answered after the first chunk; progress still ends at
+    // the whole key
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = {
+        let seen = seen.clone();
+        Arc::new(move |sent: u64, total: u64| seen.lock().unwrap().push((sent, total)))
+    };
+    let again = alice
+        .register_key(keys.evaluation.clone(), "2_2", record)
+        .await
+        .unwrap();
     assert_eq!(again.key_id, keys.key_id);
     assert!(again.already_registered, "registration is idempotent");
+    let total = keys.evaluation.len() as u64;
+    assert_eq!(seen.lock().unwrap().last(), Some(&(total, total)));
     let status = alice.key_status(&keys.key_id).await.unwrap();
     assert_eq!(status.bytes, keys.evaluation.len() as u64);
     assert!(status.cached);

@@ -184,10 +184,13 @@ impl Remote {
         let params = parameter_set.to_string();
         // lets the server answer "already registered" before any byte is stored
         let sha256 = crate::keys::key_id(&key);
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (sent_in, progress_in) = (sent.clone(), progress.clone());
         let stream = tokio_stream::iter((0..chunks).map(move |i| {
             let start = i * UPLOAD_CHUNK_BYTES;
             let end = (start + UPLOAD_CHUNK_BYTES).min(key.len());
-            progress(end as u64, total);
+            sent_in.store(end as u64, std::sync::atomic::Ordering::Relaxed);
+            progress_in(end as u64, total);
             v1::RegisterKeyChunk {
                 parameter_set: if i == 0 {
                     params.clone()
@@ -203,13 +206,19 @@ impl Remote {
                 data: key[start..end].to_vec(),
             }
         }));
-        Ok(self
+        let response = self
             .keys
             .clone()
             .register_key(stream)
             .await
             .map_err(rpc("RegisterKey"))?
-            .into_inner())
+            .into_inner();
+        // a key the server already holds is answered before the rest is
+        // sent: the upload is complete all the same
+        if sent.load(std::sync::atomic::Ordering::Relaxed) < total {
+            progress(total, total);
+        }
+        Ok(response)
     }
 
     pub async fn key_status(&self, key_id: &str) -> Result<v1::KeyStatus, ClientError> {
